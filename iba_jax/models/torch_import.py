@@ -1,0 +1,251 @@
+"""PyTorch DenseNet state dicts (torchvision, torchxrayvision, CheXNet) to DenseNet variables.
+
+Only tensors are read, never arbitrary pickled objects:
+
+* ``.npz``: ``numpy.load(..., allow_pickle=False)``;
+* ``.safetensors``: the safetensors format (tensors only by design);
+* ``.pt`` / ``.pth`` / ``.pth.tar``: ``torch.load(..., weights_only=True)``, which refuses anything
+  but tensors and plain containers. It needs torch (``pip install 'iba-jax[torch]'``); without
+  it, export the tensors to ``.npz`` in your own torch environment (see the README).
+
+Accepted key spellings, all mapped to torchvision's:
+
+* any wrapper prefix in front of ``features.`` (``module.``, ``module.densenet121.``, ...);
+* the old dense-layer names ``norm.1``, ``relu.1``, ``conv.1``, ``norm.2``, ``conv.2`` (CheXNet);
+* ``classifier.0.weight`` for a ``Sequential(Linear, Sigmoid/ReLU)`` head;
+* ``num_batches_tracked`` and torchxrayvision's ``op_threshs`` are ignored.
+
+The architecture (blocks, growth rate, bn_size, classes, input channels) is inferred from the
+shapes, or checked against a config the caller gives. A dict that does not match is refused with
+an error that lists every missing and unexpected key and every shape mismatch: nothing is ever
+loaded partially.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from iba_jax import checks
+from iba_jax.models.densenet import HEADS, DenseNet, DenseNetConfig, Variables
+
+StateDict = dict[str, np.ndarray]
+
+_CONV0 = "features.conv0.weight"
+_OLD_LAYER_NAME = re.compile(r"(denselayer\d+)\.(norm|relu|conv)\.([12])\.")
+_IGNORED_SUFFIXES = ("num_batches_tracked", "op_threshs")
+_FLAX_TO_TORCH_LEAF = {
+    ("params", "kernel"): "weight",
+    ("params", "scale"): "weight",
+    ("params", "bias"): "bias",
+    ("batch_stats", "mean"): "running_mean",
+    ("batch_stats", "var"): "running_var",
+}
+_MAX_LISTED = 25
+
+
+class StateDictMismatchError(ValueError):
+    """A state dict that does not fit the DenseNet it is loaded into."""
+
+
+def load_state_dict(path: str | Path) -> StateDict:
+    """Reads the tensors of a ``.npz``, ``.safetensors`` or ``.pt``/``.pth`` file as numpy arrays.
+
+    A torch checkpoint that wraps the weights (``{"state_dict": ..., "epoch": ...}``, as CheXNet's
+    ``model.pth.tar``) is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: expected a weights file; {str(path)!r} does not exist.")
+    name = path.name.lower()
+    if name.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    if name.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return dict(load_file(path))
+    if name.endswith((".pt", ".pth", ".pth.tar", ".ckpt")):
+        return _load_torch_file(path)
+    raise ValueError(f"path: expected a .npz, .safetensors, .pt or .pth file; got {path.name!r}.")
+
+
+def _load_torch_file(path: Path) -> StateDict:
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(
+            f"path: reading {path.name!r} needs torch, which is not installed. Either "
+            "`pip install 'iba-jax[torch]'`, or export the tensors once in your torch "
+            "environment: python -c \"import torch, numpy as np; sd = torch.load('IN.pth', "
+            "map_location='cpu', weights_only=True); sd = sd.get('state_dict', sd); "
+            "np.savez('OUT.npz', **{k: v.numpy() for k, v in sd.items()})\""
+        ) from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError and others
+        raise ValueError(
+            f"path: {path.name!r} holds more than tensors (torch.load with weights_only=True "
+            f"refused it: {err}). torchxrayvision files are whole pickled modules: export their "
+            "state_dict to .npz as the README shows."
+        ) from err
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"path: expected a state dict in {path.name!r}; got {type(obj).__name__}.")
+    return {k: v.detach().cpu().float().numpy() for k, v in obj.items() if torch.is_tensor(v)}
+
+
+def canonical_state_dict(state_dict: Mapping[str, Any]) -> StateDict:
+    """The state dict with torchvision's key names; ignored entries dropped.
+
+    Raises:
+      StateDictMismatchError: if no ``features.conv0.weight`` (under any prefix) is present.
+    """
+    conv0_keys = [k for k in state_dict if k.endswith(_CONV0)]
+    if len(conv0_keys) != 1:
+        raise StateDictMismatchError(
+            f"state_dict: expected exactly one key ending in {_CONV0!r} (a DenseNet's first "
+            f"convolution); found {conv0_keys or 'none'} among {len(state_dict)} keys."
+        )
+    prefix = conv0_keys[0][: -len(_CONV0)]
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith(_IGNORED_SUFFIXES):
+            continue
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+        key = _OLD_LAYER_NAME.sub(r"\1.\2\3.", key)
+        key = re.sub(r"^classifier\.0\.", "classifier.", key)
+        out[key] = np.asarray(value)
+    return out
+
+
+def infer_config(state_dict: Mapping[str, Any], *, head: str = "linear") -> DenseNetConfig:
+    """The DenseNet architecture that the tensor shapes of a (canonical) state dict describe."""
+    sd = canonical_state_dict(state_dict)
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in sd:
+            raise StateDictMismatchError(
+                f"state_dict: cannot infer the architecture without {key!r}; "
+                f"keys start with {sorted(sd)[:5]}."
+            )
+        return tuple(sd[key].shape)
+
+    block_config = []
+    while True:
+        pattern = re.compile(rf"features\.denseblock{len(block_config) + 1}\.denselayer(\d+)\.")
+        layers = {int(m.group(1)) for k in sd if (m := pattern.match(k))}
+        if not layers:
+            break
+        block_config.append(max(layers))
+    if not block_config:
+        raise StateDictMismatchError("state_dict: no 'features.denseblock1.*' keys found.")
+    growth_rate = shape("features.denseblock1.denselayer1.conv2.weight")[0]
+    bottleneck = shape("features.denseblock1.denselayer1.conv1.weight")[0]
+    conv0 = shape(_CONV0)
+    return DenseNetConfig(
+        block_config=tuple(block_config),
+        growth_rate=growth_rate,
+        num_init_features=conv0[0],
+        bn_size=bottleneck // growth_rate,
+        num_classes=shape("classifier.weight")[0],
+        in_channels=conv0[1],
+        head=head,
+    )
+
+
+def torch_key(path: tuple[str, ...]) -> str:
+    """torchvision's state-dict key for a flax variable path such as
+    ``("params", "denseblock1", "denselayer1", "conv1", "kernel")``."""
+    collection, *modules, leaf = path
+    prefix = "" if modules[0] == "classifier" else "features."
+    return prefix + ".".join(modules) + "." + _FLAX_TO_TORCH_LEAF[(collection, leaf)]
+
+
+def _to_torch_layout(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if leaf == "kernel" and len(shape) == 4:  # HWIO -> OIHW
+        return (shape[3], shape[2], shape[0], shape[1])
+    if leaf == "kernel" and len(shape) == 2:  # (in, out) -> (out, in)
+        return (shape[1], shape[0])
+    return shape
+
+
+def _from_torch_layout(leaf: str, value: np.ndarray) -> np.ndarray:
+    if leaf == "kernel" and value.ndim == 4:
+        return value.transpose(2, 3, 1, 0)
+    if leaf == "kernel" and value.ndim == 2:
+        return value.T
+    return value
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = items[:_MAX_LISTED]
+    more = f"\n    ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
+    return f"  {title} ({len(items)}):\n" + "\n".join(f"    {i}" for i in shown) + more
+
+
+def variables_from_state_dict(
+    state_dict: Mapping[str, Any],
+    config: DenseNetConfig | None = None,
+    *,
+    head: str = "linear",
+) -> tuple[Variables, DenseNetConfig]:
+    """Converts a PyTorch DenseNet state dict to ``(variables, config)``.
+
+    Args:
+      state_dict: torch names to arrays (numpy or anything ``np.asarray`` accepts).
+      config: the architecture to load into; inferred from the shapes when ``None``.
+      head: the head to record in an inferred config (ignored when ``config`` is given).
+
+    Raises:
+      StateDictMismatchError: listing every missing key, unexpected key and shape mismatch.
+    """
+    checks.check_choice("head", head, HEADS)
+    sd = canonical_state_dict(state_dict)
+    if config is None:
+        config = infer_config(sd, head=head)
+    abstract = DenseNet(config).abstract_variables()
+    expected = {
+        torch_key(tuple(k.key for k in path)): (path, _to_torch_layout(path[-1].key, leaf.shape))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]
+    }
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    mismatched = sorted(
+        f"{k}: expected {expected[k][1]}, got {tuple(sd[k].shape)}"
+        for k in set(expected) & set(sd)
+        if tuple(sd[k].shape) != expected[k][1]
+    )
+    not_float = sorted(
+        f"{k}: dtype {sd[k].dtype}"
+        for k in set(expected) & set(sd)
+        if not np.issubdtype(sd[k].dtype, np.floating)
+    )
+    if missing or unexpected or mismatched or not_float:
+        parts = [
+            _listing(title, items)
+            for title, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", mismatched),
+                ("non-float tensors", not_float),
+            )
+            if items
+        ]
+        raise StateDictMismatchError(
+            f"state_dict does not fit {config}; nothing was loaded.\n" + "\n".join(parts)
+        )
+
+    def convert(path: tuple[Any, ...], _: Any) -> np.ndarray:
+        key = torch_key(tuple(k.key for k in path))
+        return _from_torch_layout(path[-1].key, sd[key].astype(np.float32))
+
+    variables = jax.tree_util.tree_map_with_path(convert, abstract)
+    return jax.tree.map(jax.numpy.asarray, variables), config

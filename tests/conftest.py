@@ -1,0 +1,57 @@
+"""Shared test setup: strict numerics and the torch reference fixtures in tests/data/."""
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+# Full float32 matmuls/convolutions (the tolerances below assume them), and no silent rank
+# promotion (a classic source of wrong broadcasting).
+jax.config.update("jax_default_matmul_precision", "highest")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+DATA = Path(__file__).parent / "data"
+
+
+def seeded_densenet121_state_dict(archive: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rebuilds the state dict of densenet121_seeded.npz from the numpy recipe it stores
+    (its ``recipe`` array; the fixtures' README section 2)."""
+    draws = {
+        "conv_weight": lambda rng, s: rng.standard_normal(s) * np.sqrt(2.0 / np.prod(s[1:])),
+        "linear_weight": lambda rng, s: rng.standard_normal(s) * np.sqrt(1.0 / s[1]),
+        "linear_bias": lambda rng, s: np.zeros(s),
+        "bn_weight": lambda rng, s: 1.0 + 0.1 * rng.standard_normal(s),
+        "bn_bias": lambda rng, s: 0.1 * rng.standard_normal(s),
+        "bn_running_mean": lambda rng, s: 0.1 * rng.standard_normal(s),
+        "bn_running_var": lambda rng, s: 1.0 + 0.5 * rng.random(s),
+    }
+    state_dict = {}
+    for i, (key, kind) in enumerate(zip(archive["keys"], archive["kinds"], strict=True)):
+        shape = tuple(int(n) for n in archive["shapes"][i, : archive["ndims"][i]])
+        rng = np.random.default_rng([20261125, i])
+        state_dict[str(key)] = draws[str(kind)](rng, shape).astype(np.float32)
+    return state_dict
+
+
+@pytest.fixture(scope="session")
+def tiny_reference():
+    with np.load(DATA / "densenet_tiny.npz") as archive:
+        return {k: archive[k] for k in archive.files}
+
+
+@pytest.fixture(scope="session")
+def tiny_state_dict(tiny_reference):
+    prefix = "state_dict/"
+    return {k.removeprefix(prefix): v for k, v in tiny_reference.items() if k.startswith(prefix)}
+
+
+@pytest.fixture(scope="session")
+def seeded_reference():
+    with np.load(DATA / "densenet121_seeded.npz") as archive:
+        return {k: archive[k] for k in archive.files}
+
+
+@pytest.fixture(scope="session")
+def seeded_state_dict(seeded_reference):
+    return seeded_densenet121_state_dict(seeded_reference)

@@ -1,0 +1,79 @@
+"""The `iba-jax` command: convert and demo."""
+
+import numpy as np
+
+from iba_jax.bundle import load_bundle
+from iba_jax.cli import main
+from iba_jax.models import DenseNet
+from iba_jax.models.torch_import import variables_from_state_dict
+
+
+def test_convert_writes_a_bundle_that_runs_like_the_weights(
+    tmp_path, tiny_state_dict, tiny_reference, capsys
+):
+    np.savez(tmp_path / "tiny.npz", **tiny_state_dict)
+    (tmp_path / "labels.txt").write_text("mass\nnodule\neffusion\n")
+    code = main(
+        [
+            "convert",
+            str(tmp_path / "tiny.npz"),
+            str(tmp_path / "model"),
+            "--head",
+            "sigmoid",
+            "--labels",
+            f"@{tmp_path / 'labels.txt'}",
+        ]
+    )
+    assert code == 0
+    assert "wrote the model bundle" in capsys.readouterr().out
+    bundle = load_bundle(tmp_path / "model")
+    assert bundle.label_names == ("mass", "nodule", "effusion")
+    assert bundle.config.head == "sigmoid"
+    x = tiny_reference["x"].transpose(0, 2, 3, 1)
+    expected, _ = variables_from_state_dict(tiny_state_dict)
+    np.testing.assert_array_equal(
+        DenseNet(bundle.config).apply(bundle.variables, x),
+        DenseNet(bundle.config).apply(expected, x),
+    )
+
+
+def test_convert_refuses_weights_of_another_architecture(tmp_path, tiny_state_dict, capsys):
+    np.savez(tmp_path / "tiny.npz", **tiny_state_dict)
+    code = main(
+        ["convert", str(tmp_path / "tiny.npz"), str(tmp_path / "model"), "--arch", "densenet121"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        "missing keys" in err
+        and "features.conv0.weight: expected (64, 3, 7, 7), got (16, 3, 7, 7)" in err
+    )
+    assert not (tmp_path / "model").exists()
+
+
+def test_convert_refuses_a_wrong_number_of_labels(tmp_path, tiny_state_dict, capsys):
+    np.savez(tmp_path / "tiny.npz", **tiny_state_dict)
+    code = main(
+        ["convert", str(tmp_path / "tiny.npz"), str(tmp_path / "model"), "--labels", "nih14"]
+    )
+    assert code == 2
+    assert "labels: expected 3 names" in capsys.readouterr().err
+
+
+def test_demo_runs_a_bundle(tmp_path, tiny_state_dict, capsys):
+    np.savez(tmp_path / "tiny.npz", **tiny_state_dict)
+    assert (
+        main(["convert", str(tmp_path / "tiny.npz"), str(tmp_path / "model"), "--labels", "a,b,c"])
+        == 0
+    )
+    assert main(["demo", "--model", str(tmp_path / "model"), "--image-size", "64"]) == 0
+    out = capsys.readouterr().out
+    lines = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    assert [line[0] for line in lines] == ["a", "b", "c"]
+    assert all(np.isfinite(float(line[1])) for line in lines)
+    assert "second call" in out
+
+
+def test_demo_with_random_weights(capsys):
+    assert main(["demo", "--arch", "tiny", "--image-size", "64"]) == 0
+    assert "Hernia" in capsys.readouterr().out
