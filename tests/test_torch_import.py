@@ -26,6 +26,7 @@ def test_recipe_rebuilds_the_seeded_tensors(seeded_reference, seeded_state_dict)
     np.testing.assert_array_equal(sums, seeded_reference["param_sum_f64"])
 
 
+@pytest.mark.slow
 def test_seeded_densenet121_agrees_with_torchvision(seeded_reference, seeded_state_dict):
     variables, config = variables_from_state_dict(seeded_state_dict)
     assert config == densenet121(num_classes=14)
