@@ -5,6 +5,7 @@ Layout::
     DIR/
       bundle.json     format, DenseNet config, label names, input spec, sha256 of the content
       variables/      Orbax checkpoint of {"params", "batch_stats"}
+      stats/LAYER/    feature statistics of a layer for IBA: stats.json (+ sha256), arrays/
 
 ``iba-jax convert`` writes it, training writes it, and every command that takes ``--model DIR``
 reads it with :func:`load_bundle`. Orbax restores flipped bytes in its data files silently, so
@@ -20,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,11 @@ import orbax.checkpoint as ocp
 
 from iba_jax import checks
 from iba_jax.models.densenet import DenseNet, DenseNetConfig, Variables
+from iba_jax.stats import FeatureStats
 
 FORMAT = "iba-jax-bundle"
+_BUNDLE_JSON = "bundle.json"
+_STATS_JSON = "stats.json"
 FORMAT_VERSION = 1
 
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -142,11 +147,62 @@ def content_checksum(metadata: dict[str, Any], variables: Variables) -> str:
     return digest.hexdigest()
 
 
+def _save_checked(
+    directory: Path, metadata: dict[str, Any], tree: Any, meta_name: str, tree_name: str
+) -> str:
+    """Writes ``tree`` (Orbax) and ``metadata`` plus their sha256 (JSON) into ``directory``,
+    atomically: into a temporary sibling first, then renamed into place."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tree = jax.tree.map(np.asarray, tree)
+    checksum = content_checksum(metadata, tree)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(staging / tree_name, tree)
+            checkpointer.wait_until_finished()
+        text = json.dumps({**metadata, "sha256": checksum}, indent=2, sort_keys=True)
+        (staging / meta_name).write_text(text + "\n")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return checksum
+
+
+def _load_checked(
+    directory: Path,
+    meta_name: str,
+    tree_name: str,
+    abstract_tree: Callable[[dict[str, Any]], Any],
+    what: str,
+) -> tuple[dict[str, Any], Any]:
+    """Reads what :func:`_save_checked` wrote and verifies the checksum."""
+    try:
+        stored = json.loads((directory / meta_name).read_text())
+        recorded = stored.pop("sha256")
+        abstract = abstract_tree(stored)
+        with ocp.StandardCheckpointer() as checkpointer:
+            tree = checkpointer.restore(directory / tree_name, abstract)
+    except Exception as err:
+        raise CorruptBundleError(
+            f"model: cannot read the {what} in {str(directory)!r}: {err}"
+        ) from err
+    actual = content_checksum(stored, tree)
+    if actual != recorded:
+        raise CorruptBundleError(
+            f"model: the {what} in {str(directory)!r} is corrupt: its content hashes to "
+            f"{actual[:16]}..., but {meta_name} records {recorded[:16]}.... Re-create it."
+        )
+    return stored, tree
+
+
 def save_bundle(directory: str | Path, bundle: ModelBundle, *, overwrite: bool = False) -> str:
     """Writes ``bundle`` to ``directory`` atomically and returns its content checksum.
 
     The bundle is written into a temporary sibling directory and renamed into place, so a killed
-    write never leaves a half-written bundle under ``directory``.
+    write never leaves a half-written bundle under ``directory``. Overwriting a bundle removes
+    its feature statistics: they belong to the old weights.
     """
     directory = Path(directory).absolute()
     if directory.exists() and not overwrite:
@@ -154,23 +210,21 @@ def save_bundle(directory: str | Path, bundle: ModelBundle, *, overwrite: bool =
             f"directory: {str(directory)!r} exists; pass overwrite=True (--overwrite) "
             "to replace it."
         )
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    metadata = _metadata(bundle)
-    variables = jax.tree.map(np.asarray, bundle.variables)
-    checksum = content_checksum(metadata, variables)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        with ocp.StandardCheckpointer() as checkpointer:
-            checkpointer.save(staging / "variables", variables)
-            checkpointer.wait_until_finished()
-        text = json.dumps({**metadata, "sha256": checksum}, indent=2, sort_keys=True)
-        (staging / "bundle.json").write_text(text + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return checksum
+    return _save_checked(directory, _metadata(bundle), bundle.variables, _BUNDLE_JSON, "variables")
+
+
+def _bundle_abstract(metadata: dict[str, Any]) -> Variables:
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"format is {metadata.get('format')!r}, not {FORMAT!r}")
+    return DenseNet(DenseNetConfig.from_dict(metadata["config"])).abstract_variables()
+
+
+def _require_bundle(directory: Path) -> None:
+    if not (directory / _BUNDLE_JSON).is_file():
+        raise FileNotFoundError(
+            f"model: expected a model bundle directory with {_BUNDLE_JSON} (written by "
+            f"`iba-jax convert` or the trainer); {str(directory)!r} has none."
+        )
 
 
 def load_bundle(directory: str | Path) -> ModelBundle:
@@ -181,32 +235,75 @@ def load_bundle(directory: str | Path) -> ModelBundle:
       CorruptBundleError: if the files cannot be read or do not match the recorded checksum.
     """
     directory = Path(directory).absolute()
-    meta_path = directory / "bundle.json"
-    if not meta_path.is_file():
+    _require_bundle(directory)
+    stored, variables = _load_checked(
+        directory, _BUNDLE_JSON, "variables", _bundle_abstract, "bundle"
+    )
+    spec = stored["input_spec"]
+    return ModelBundle(
+        DenseNetConfig.from_dict(stored["config"]),
+        variables,
+        tuple(stored["label_names"]),
+        InputSpec(spec["image_size"], tuple(spec["mean"]), tuple(spec["std"])),
+    )
+
+
+def save_feature_stats(
+    directory: str | Path, layer: str, stats: FeatureStats, *, description: str = ""
+) -> str:
+    """Stores the feature statistics of ``layer`` in the bundle at ``directory``.
+
+    They go to ``DIR/stats/LAYER/`` (replacing earlier ones), with their checksum, so that a
+    user estimates them once per model and layer. ``description`` records where they came from
+    (data set, split, preprocessing). Returns the checksum.
+    """
+    directory = Path(directory).absolute()
+    _require_bundle(directory)
+    metadata = {
+        "layer": layer,
+        "feature_shape": list(np.shape(stats.mean)),
+        "count": int(stats.count),
+        "description": description,
+    }
+    return _save_checked(
+        directory / "stats" / layer, metadata, stats._asdict(), _STATS_JSON, "arrays"
+    )
+
+
+def _stats_abstract(metadata: dict[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
+    shape = tuple(metadata["feature_shape"])
+    return {
+        "mean": jax.ShapeDtypeStruct(shape, jnp.float32),
+        "std": jax.ShapeDtypeStruct(shape, jnp.float32),
+        "active": jax.ShapeDtypeStruct(shape, jnp.bool_),
+        "count": jax.ShapeDtypeStruct((), jnp.int32),
+    }
+
+
+def stats_layers(directory: str | Path) -> tuple[str, ...]:
+    """The layers whose feature statistics are stored in the bundle at ``directory``."""
+    root = Path(directory) / "stats"
+    if not root.is_dir():
+        return ()
+    return tuple(sorted(p.name for p in root.iterdir() if (p / _STATS_JSON).is_file()))
+
+
+def load_feature_stats(directory: str | Path, layer: str) -> FeatureStats:
+    """The feature statistics of ``layer`` stored in the bundle at ``directory``.
+
+    Raises:
+      FileNotFoundError: naming the layers that are stored, when ``layer`` is not.
+      CorruptBundleError: if the stored statistics do not match their checksum.
+    """
+    directory = Path(directory).absolute()
+    _require_bundle(directory)
+    if layer not in stats_layers(directory):
+        stored = ", ".join(stats_layers(directory)) or "none"
         raise FileNotFoundError(
-            f"model: expected a model bundle directory with bundle.json (written by "
-            f"`iba-jax convert` or the trainer); {str(directory)!r} has none."
+            f"layer: no feature statistics for {layer!r} in {str(directory)!r} (stored: "
+            f"{stored}); estimate them with estimate_feature_stats and save_feature_stats."
         )
-    try:
-        stored = json.loads(meta_path.read_text())
-        recorded = stored.pop("sha256")
-        if stored.get("format") != FORMAT:
-            raise ValueError(f"format is {stored.get('format')!r}, not {FORMAT!r}")
-        config = DenseNetConfig.from_dict(stored["config"])
-        spec = stored["input_spec"]
-        input_spec = InputSpec(spec["image_size"], tuple(spec["mean"]), tuple(spec["std"]))
-        abstract = DenseNet(config).abstract_variables()
-        with ocp.StandardCheckpointer() as checkpointer:
-            variables = checkpointer.restore(directory / "variables", abstract)
-    except Exception as err:
-        raise CorruptBundleError(
-            f"model: cannot read the bundle in {str(directory)!r}: {err}"
-        ) from err
-    actual = content_checksum(stored, variables)
-    if actual != recorded:
-        raise CorruptBundleError(
-            f"model: the bundle in {str(directory)!r} is corrupt: its content hashes to "
-            f"{actual[:16]}..., but bundle.json records {recorded[:16]}.... Re-create it with "
-            "`iba-jax convert` (or re-export it from training)."
-        )
-    return ModelBundle(config, variables, tuple(stored["label_names"]), input_spec)
+    _, tree = _load_checked(
+        directory / "stats" / layer, _STATS_JSON, "arrays", _stats_abstract, "statistics"
+    )
+    return FeatureStats(**tree)

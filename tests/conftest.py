@@ -55,3 +55,38 @@ def seeded_reference():
 @pytest.fixture(scope="session")
 def seeded_state_dict(seeded_reference):
     return seeded_densenet121_state_dict(seeded_reference)
+
+
+def channels_last(a):
+    """NCHW (or any (..., C, H, W)) torch layout -> (..., H, W, C)."""
+    a = np.asarray(a)
+    return np.moveaxis(a, -3, -1)
+
+
+@pytest.fixture(scope="session")
+def iba_reference():
+    with np.load(DATA / "iba_reference.npz") as archive:
+        return {k: archive[k] for k in archive.files}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_state_dict):
+    """The tiny torchvision DenseNet of the fixtures, as (DenseNet, variables)."""
+    from iba_jax.models import DenseNet
+    from iba_jax.models.torch_import import variables_from_state_dict
+
+    variables, config = variables_from_state_dict(tiny_state_dict)
+    return DenseNet(config), variables
+
+
+@pytest.fixture(scope="session")
+def reference_stats(iba_reference):
+    """The reference estimator's denseblock3 statistics, as FeatureStats (channels last)."""
+    from iba_jax.stats import FeatureStats
+
+    return FeatureStats(
+        mean=channels_last(iba_reference["estimator/mean"]),
+        std=channels_last(iba_reference["estimator/std"]),
+        active=channels_last(iba_reference["estimator/active"]),
+        count=np.int32(iba_reference["estimator/n_samples"]),
+    )

@@ -1,0 +1,138 @@
+"""Objectives of the bottleneck optimisation, built from small pure parts.
+
+A **model loss** maps the model's logits for the noisy samples of one image, ``(S, K)``, and that
+image's target to one loss per sample, ``(S,)``; the attribution loop averages it over the
+samples. An **objective** adds the information term:
+
+  loss = mean_s model_loss(logits_s, target) + β · mean(capacity)
+
+Ready-made model losses: :func:`target_bce` (sigmoid BCE on the target class, the multi-label
+default), :func:`vector_bce` (BCE against a target vector over all classes, as the reference
+code), :func:`softmax_cross_entropy`, and the regression losses :class:`SquaredError` (MSE to a
+target; with the clean prediction as target it is the Deviation loss) and
+:class:`RegressionMaximisation` (RM). :class:`Negated` turns a loss into the bounded negative
+used by Inverse IBA. A new objective is a few lines, for example a weighted sum over two
+classes::
+
+    def two_findings(logits, target):
+        del target  # fixed classes
+        return 0.7 * target_bce(logits, 4) + 0.3 * target_bce(logits, 5)
+
+    maps, aux = iba(net, variables, stats, images, targets, layer="denseblock3",
+                    model_loss=two_findings)
+
+and it runs in the same compiled loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+ModelLoss = Callable[[jax.Array, jax.Array], jax.Array]
+"""(logits (S, K), target) -> per-sample losses (S,)."""
+
+DEFAULT_NEGATION_BOUND = 10.0
+
+
+def target_bce(logits: jax.Array, target: jax.Array) -> jax.Array:
+    """Sigmoid binary cross-entropy of class ``target`` (an integer index) against label 1.
+
+    Example:
+      >>> float(target_bce(jnp.array([[0.0, 3.0]]), 0)[0])  # -log(sigmoid(0)) = log 2
+      0.693147...
+    """
+    chosen = jnp.take(logits, jnp.asarray(target, jnp.int32), axis=-1)
+    return optax.sigmoid_binary_cross_entropy(chosen, jnp.ones_like(chosen))
+
+
+def vector_bce(logits: jax.Array, target: jax.Array) -> jax.Array:
+    """Sigmoid BCE against a target vector ``(K,)`` (e.g. one-hot), averaged over the K classes.
+
+    This is the reference code's choice for multi-label models: it also pushes every other class
+    towards its label in ``target``.
+    """
+    labels = jnp.broadcast_to(jnp.asarray(target, logits.dtype), logits.shape)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels), axis=-1)
+
+
+def softmax_cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
+    """Softmax cross-entropy of class ``target`` (an integer index), for single-label models."""
+    labels = jnp.broadcast_to(jnp.asarray(target, jnp.int32), logits.shape[:-1])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def _identity(x: jax.Array) -> jax.Array:
+    return x
+
+
+# The parametrised losses are frozen dataclasses, not closures: equal settings hash equal, so
+# the compiled attribution loop (which takes the loss as a static argument) is reused.
+
+
+@dataclasses.dataclass(frozen=True)
+class Negated:
+    """−min(loss, bound): a loss to *maximise*, bounded below by −bound (Inverse IBA).
+
+    −BCE has no floor (it falls without limit as the target logit → −∞), which would let the
+    model term drown the information term. Each sample's loss is therefore capped at ``bound``
+    (default 10 nats: a target probability of e^−10 ≈ 4.5·10^−5) before negation; beyond it the
+    sample's gradient is zero and only the information term moves λ.
+
+    Example:
+      >>> loss = Negated(target_bce)
+      >>> [round(float(v), 4) for v in loss(jnp.array([[0.0], [-30.0]]), 0)]
+      [-0.6931, -10.0]
+    """
+
+    loss: ModelLoss
+    bound: float = DEFAULT_NEGATION_BOUND
+
+    def __call__(self, logits: jax.Array, target: jax.Array) -> jax.Array:
+        return -jnp.minimum(self.loss(logits, target), self.bound)
+
+
+@dataclasses.dataclass(frozen=True)
+class SquaredError:
+    """(Φ(Z) − y)² with Φ = ``link(logits)[..., output]`` and y the target.
+
+    With y a label this is Regression IBA's MSE loss. With ``target_is_logits`` the target is the
+    model's logits on the clean image and y = Φ(X): the Deviation loss. ``link`` is the model's
+    head (ReLU for BrixIA regression), identity by default.
+    """
+
+    output: int = 0
+    link: Callable[[jax.Array], jax.Array] = _identity
+    target_is_logits: bool = False
+
+    def __call__(self, logits: jax.Array, target: jax.Array) -> jax.Array:
+        y = self.link(target)[..., self.output] if self.target_is_logits else target
+        return (self.link(logits)[..., self.output] - y) ** 2
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressionMaximisation:
+    """RM: −Φ(Z)², minimised, so the score Φ = ``link(logits)[..., output]`` is maximised."""
+
+    output: int = 0
+    link: Callable[[jax.Array], jax.Array] = _identity
+
+    def __call__(self, logits: jax.Array, target: jax.Array) -> jax.Array:
+        del target
+        return -(self.link(logits)[..., self.output] ** 2)
+
+
+def objective(
+    model_loss: ModelLoss,
+    logits: jax.Array,
+    target: jax.Array,
+    information: jax.Array,
+    beta: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """``(total, model term)``: mean of the per-sample model loss + β · information."""
+    model_term = jnp.mean(model_loss(logits, target))
+    return model_term + beta * information, model_term

@@ -1,0 +1,327 @@
+"""The attribution loop: end to end against the reference, analytic cases, transformations."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import channels_last
+
+from iba_jax.attribute import (
+    IBAConfig,
+    _attribute_compiled,
+    attribute,
+    iba,
+    inverse_iba,
+    multilayer_iba,
+    regression_iba,
+)
+from iba_jax.bottleneck import capacity
+from iba_jax.maps import binarize
+from iba_jax.objectives import target_bce
+from iba_jax.stats import FeatureStats, estimate_feature_stats
+
+# (fixture prefix, method); each run replays the reference's recorded noise.
+RUNS = {
+    "": lambda m, v, s, x, **k: iba(m, v, s, x, 1, **k),
+    "inverse/": lambda m, v, s, x, **k: inverse_iba(m, v, s, x, 1, **k),
+    "regression_mse/": lambda m, v, s, x, **k: regression_iba(m, v, s, x, 2.0, **k),
+    "beta0.01/bce/": lambda m, v, s, x, **k: iba(m, v, s, x, 1, **k),
+    "beta0.01/inverse/": lambda m, v, s, x, **k: inverse_iba(m, v, s, x, 1, **k),
+    "beta0.01/regression_mse/": lambda m, v, s, x, **k: regression_iba(m, v, s, x, 2.0, **k),
+}
+
+
+def replay(run, tiny_model, reference_stats, iba_reference, **config):
+    net, variables = tiny_model
+    beta = float(iba_reference[run + "meta/beta"])
+    noise = channels_last(iba_reference[run + "noise"])[None]
+    x0 = channels_last(iba_reference["x0"])
+    cfg = IBAConfig(beta=beta, return_capacity=True, **config)
+    return RUNS[run](net, variables, reference_stats, x0, noise=noise, config=cfg)
+
+
+@pytest.mark.parametrize("run", list(RUNS))
+def test_end_to_end_against_the_reference(run, tiny_model, reference_stats, iba_reference):
+    maps, aux = replay(run, tiny_model, reference_stats, iba_reference)
+    expected = iba_reference[run + "saliency"]
+    span = expected.max() - expected.min()
+    # Measured: <= 6.5e-5 of the map's range at β = 10, <= 1.5e-5 at β = 0.01.
+    assert np.abs(maps[0] - expected).max() <= 1e-4 * span
+    np.testing.assert_allclose(
+        aux.loss[0],
+        iba_reference[run + "loss"],
+        rtol=1e-4,
+        atol=1e-5 * np.abs(iba_reference[run + "loss"]).max(),
+    )
+    alpha = channels_last(iba_reference[run + "alpha_final"])
+    capacity = channels_last(iba_reference[run + "capacity_last_mean"])
+    if run.startswith("beta0.01"):
+        # Near-zero gradients let a few α take another Adam path under rounding (fixtures' README).
+        assert np.corrcoef(aux.alpha[0].ravel(), alpha.ravel())[0, 1] > 0.9999
+        np.testing.assert_allclose(aux.capacity[0], capacity, atol=1e-3)
+    else:
+        np.testing.assert_allclose(aux.alpha[0], alpha, atol=1e-4)
+        np.testing.assert_allclose(aux.capacity[0], capacity, atol=1e-6)
+
+
+def test_final_readout_uses_the_last_lambda(tiny_model, reference_stats, iba_reference):
+    _, last = replay("beta0.01/bce/", tiny_model, reference_stats, iba_reference)
+    _, final = replay("beta0.01/bce/", tiny_model, reference_stats, iba_reference, readout="final")
+    np.testing.assert_array_equal(final.alpha, last.alpha)
+    assert np.abs(final.capacity - last.capacity).max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def images():
+    return jax.random.normal(jax.random.key(7), (4, 64, 64, 3))
+
+
+@pytest.fixture(scope="module")
+def stats(tiny_model):
+    net, variables = tiny_model
+    data = jax.random.normal(jax.random.key(8), (64, 64, 64, 3))
+    layers = ("denseblock1", "denseblock2", "denseblock3")
+    return estimate_feature_stats(net, variables, [data[:32], data[32:]], layers)
+
+
+def test_a_feature_the_tail_ignores_ends_with_no_capacity(tiny_model, stats, images):
+    net, variables = tiny_model
+    ignored = 5  # transition3 reads denseblock3's channels through its 1x1 conv only
+    params = jax.tree.map(lambda a: a, variables)
+    kernel = params["params"]["transition3"]["conv"]["kernel"]
+    params["params"]["transition3"]["conv"]["kernel"] = kernel.at[:, :, ignored, :].set(0.0)
+    cfg = IBAConfig(beta=0.1, steps=15, return_capacity=True)
+    _, aux = iba(net, params, stats["denseblock3"], images, 0, config=cfg, key=jax.random.key(0))
+    s = stats["denseblock3"]
+    features = net.encode(variables, images, "denseblock3")
+    r = (features - s.mean[None]) / jnp.maximum(s.std, 0.01)[None]
+    initial = capacity(r, jax.nn.sigmoid(cfg.initial_alpha))[..., ignored].mean()
+    per_channel = aux.capacity.mean(axis=(0, 1, 2))
+    assert per_channel[ignored] < 1e-3 * initial
+    assert per_channel[ignored] <= np.median(np.asarray(per_channel))
+    assert float(aux.lam[..., ignored].max()) < 0.01
+
+
+def test_total_bits_fall_as_beta_grows_without_recompiling(tiny_model, stats, images):
+    net, variables = tiny_model
+    key = jax.random.key(1)
+    totals = []
+    before = None
+    for beta in (0.001, 0.1, 10.0):
+        maps, _ = iba(
+            net, variables, stats["denseblock3"], images, 0, config=IBAConfig(beta=beta), key=key
+        )
+        totals.append(float(maps.sum()))
+        before = _attribute_compiled._cache_size() if before is None else before
+    assert totals[0] > totals[1] > totals[2]
+    assert _attribute_compiled._cache_size() == before
+
+
+def test_same_key_same_map_and_no_retrace(tiny_model, stats, images):
+    net, variables = tiny_model
+    run = lambda key, x=images: iba(net, variables, stats["denseblock3"], x, 2, key=key)[0]
+    a = run(jax.random.key(3))
+    size = _attribute_compiled._cache_size()
+    b = run(jax.random.key(3))
+    c = run(jax.random.key(4), images * 0.5)
+    assert _attribute_compiled._cache_size() == size
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_vmap_over_images_equals_single_calls(tiny_model, stats, images):
+    net, variables = tiny_model
+    keys = jax.random.split(jax.random.key(5), 4)
+    targets = jnp.array([0, 1, 2, 1])
+    batched, aux = iba(net, variables, stats["denseblock3"], images, targets, key=keys)
+    for i in range(4):
+        single, single_aux = iba(
+            net, variables, stats["denseblock3"], images[i : i + 1], targets[i], key=keys[i : i + 1]
+        )
+        np.testing.assert_allclose(single[0], batched[i], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(single_aux.loss[0], aux.loss[i], rtol=1e-5)
+
+
+def test_jit_equals_no_jit(tiny_model, stats, images):
+    net, variables = tiny_model
+    cfg = IBAConfig(steps=3, samples=4)
+    run = lambda: iba(
+        net, variables, stats["denseblock3"], images[:1], 0, config=cfg, key=jax.random.key(6)
+    )[0]
+    compiled = run()
+    with jax.disable_jit():
+        eager = run()
+    np.testing.assert_allclose(eager, compiled, rtol=1e-4, atol=1e-4 * float(compiled.max()))
+
+
+def test_a_composed_objective_runs_in_the_same_loop(tiny_model, stats, images):
+    net, variables = tiny_model
+
+    def two_findings(logits, target):
+        del target
+        return 1.0 * target_bce(logits, 2) + 0.0 * target_bce(logits, 1)
+
+    key = jax.random.key(9)
+    composed, _ = attribute(
+        net, variables, stats["denseblock3"], images, 0, model_loss=two_findings, key=key
+    )
+    plain, _ = iba(net, variables, stats["denseblock3"], images, 2, key=key)
+    np.testing.assert_allclose(composed, plain, rtol=1e-5, atol=1e-8)
+
+
+def test_inverse_iba_differs_from_iba(tiny_model, stats, images):
+    net, variables = tiny_model
+    cfg = IBAConfig(beta=0.01)
+    key = jax.random.key(10)
+    forward, _ = iba(net, variables, stats["denseblock3"], images, 0, config=cfg, key=key)
+    inverse, _ = inverse_iba(net, variables, stats["denseblock3"], images, 0, config=cfg, key=key)
+    assert np.all(np.isfinite(inverse))
+    assert not np.allclose(forward, inverse, rtol=1e-2)
+
+
+def test_regression_losses(tiny_model, stats, images):
+    net, variables = tiny_model
+    st3 = stats["denseblock3"]
+    key = jax.random.key(11)
+    clean = net.apply(variables, images)[:, 1]
+    deviation, _ = regression_iba(net, variables, st3, images, loss="deviation", output=1, key=key)
+    mse_to_clean, _ = regression_iba(net, variables, st3, images, clean, output=1, key=key)
+    np.testing.assert_allclose(deviation, mse_to_clean, rtol=1e-4, atol=1e-8)
+    rm, _ = regression_iba(net, variables, st3, images, loss="rm", output=1, key=key)
+    assert rm.shape == (4, 64, 64) and np.all(np.isfinite(rm))
+
+
+@pytest.fixture(scope="module")
+def multilayer_noise(stats):
+    layers = ("denseblock1", "denseblock2", "denseblock3")
+    return {
+        layer: jax.random.normal(jax.random.key(i), (4, 10, 10, *stats[layer].mean.shape))
+        for i, layer in enumerate(layers)
+    }
+
+
+def test_multilayer_layer_maps_are_the_single_layer_maps(
+    tiny_model, stats, images, multilayer_noise
+):
+    net, variables = tiny_model
+    result = multilayer_iba(net, variables, stats, images, 1, noise=multilayer_noise)
+    for layer, noise in multilayer_noise.items():
+        single, _ = iba(net, variables, stats[layer], images, 1, layer=layer, noise=noise)
+        np.testing.assert_allclose(result.layer_maps[layer], single, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("rule", ["l2", "percentile", "otsu"])
+def test_multilayer_iba_gates_the_finest_map(tiny_model, stats, images, multilayer_noise, rule):
+    net, variables = tiny_model
+    result = multilayer_iba(net, variables, stats, images, 1, rule=rule, noise=multilayer_noise)
+    maps = result.layer_maps
+    mask = binarize(maps["denseblock2"], rule) & binarize(maps["denseblock3"], rule)
+    np.testing.assert_array_equal(result.mask, mask)
+    np.testing.assert_array_equal(result.map, np.where(mask, maps["denseblock1"], 0))
+    assert 0 < int(mask.sum()) < mask.size
+
+
+def test_multilayer_bad_layers(tiny_model, stats, images):
+    net, variables = tiny_model
+    with pytest.raises(ValueError, match="layers: expected distinct layers in network order"):
+        multilayer_iba(
+            net,
+            variables,
+            stats,
+            images,
+            1,
+            layers=("denseblock3", "denseblock1"),
+            key=jax.random.key(0),
+        )
+    with pytest.raises(ValueError, match=r"missing \['transition1'\]"):
+        multilayer_iba(
+            net,
+            variables,
+            stats,
+            images,
+            1,
+            layers=("transition1", "denseblock3"),
+            key=jax.random.key(0),
+        )
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_stats_of_another_layer_are_refused(tiny_model, stats, images):
+    net, variables = tiny_model
+    with pytest.raises(
+        ValueError,
+        match=r"stats: expected statistics of the 'denseblock3' feature shape \(4, 4, 32\)",
+    ):
+        iba(net, variables, stats["denseblock2"], images, 0, key=jax.random.key(0))
+
+
+def test_targets_out_of_range_are_refused(tiny_model, stats, images):
+    net, variables = tiny_model
+    with pytest.raises(
+        ValueError, match=r"targets: expected class indices in \[0, 3\); got \[0, 3, 1, 1\]"
+    ):
+        iba(net, variables, stats["denseblock3"], images, [0, 3, 1, 1], key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"targets: expected one target per image \(4\)"):
+        iba(net, variables, stats["denseblock3"], images, [0, 1], key=jax.random.key(0))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("beta", -1.0, "beta: expected a finite value >= 0"),
+        ("steps", 0, "steps: expected a positive integer"),
+        ("samples", 0, "samples"),
+        ("learning_rate", 0.0, "learning_rate"),
+        ("readout", "best", "readout"),
+    ],
+)
+def test_bad_config_is_refused(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(IBAConfig(), **{field: value})
+
+
+def test_non_finite_images_are_refused(tiny_model, stats, images):
+    net, variables = tiny_model
+    bad = images.at[0, 3, 3, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match="images: expected finite values; got 1 NaN or infinite"):
+        iba(net, variables, stats["denseblock3"], bad, 0, key=jax.random.key(0))
+
+
+def test_unknown_layer_and_missing_key_and_bad_noise(tiny_model, stats, images):
+    net, variables = tiny_model
+    with pytest.raises(ValueError, match="layer: expected one of"):
+        iba(net, variables, stats["denseblock3"], images, 0, layer="block3", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="key: expected a PRNG key"):
+        iba(net, variables, stats["denseblock3"], images, 0)
+    with pytest.raises(ValueError, match=r"noise: expected standard-normal draws of shape"):
+        iba(net, variables, stats["denseblock3"], images, 0, noise=np.zeros((4, 10, 10, 4, 4, 16)))
+    with pytest.raises(ValueError, match="loss: expected one of"):
+        regression_iba(
+            net, variables, stats["denseblock3"], images, 1.0, loss="mae", key=jax.random.key(0)
+        )
+    with pytest.raises(ValueError, match="targets: the 'mse' loss needs a target"):
+        regression_iba(net, variables, stats["denseblock3"], images, key=jax.random.key(0))
+
+
+def test_dead_channels_give_finite_maps(tiny_model, stats, images):
+    """Documented behaviour: std 0 is clamped to min_std; never-active elements are masked out."""
+    net, variables = tiny_model
+    s = stats["denseblock3"]
+    dead = FeatureStats(
+        s.mean, s.std.at[..., :4].set(0.0), s.active.at[..., 4:8].set(False), s.count
+    )
+    maps, aux = iba(
+        net,
+        variables,
+        dead,
+        images,
+        0,
+        config=IBAConfig(return_capacity=True),
+        key=jax.random.key(0),
+    )
+    assert np.all(np.isfinite(maps))
+    np.testing.assert_array_equal(aux.capacity[..., 4:8], 0.0)

@@ -1,0 +1,115 @@
+"""Feature statistics: the reference estimator, exact merging, batching, storage."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import channels_last
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iba_jax.bundle import (
+    CorruptBundleError,
+    ModelBundle,
+    load_feature_stats,
+    save_bundle,
+    save_feature_stats,
+    stats_layers,
+)
+from iba_jax.stats import Moments, batch_moments, estimate_feature_stats, finalize, merge_moments
+
+
+@pytest.fixture(scope="module")
+def est_inputs(iba_reference):
+    return channels_last(iba_reference["est_inputs"])
+
+
+def test_estimator_matches_the_reference(tiny_model, iba_reference, est_inputs):
+    net, variables = tiny_model
+    batches = [est_inputs[i : i + 10] for i in range(0, 50, 10)]
+    stats = estimate_feature_stats(net, variables, batches, "denseblock3")
+    assert int(stats.count) == int(iba_reference["estimator/n_samples"]) == 50
+    np.testing.assert_allclose(
+        stats.mean, channels_last(iba_reference["estimator/mean"]), atol=1e-5
+    )
+    np.testing.assert_allclose(stats.std, channels_last(iba_reference["estimator/std"]), atol=1e-5)
+    np.testing.assert_array_equal(stats.active, channels_last(iba_reference["estimator/active"]))
+
+
+@settings(max_examples=20, deadline=None)
+@given(cuts=st.lists(st.integers(1, 49), max_size=6, unique=True))
+def test_merging_is_exact_whatever_the_batching(iba_reference, cuts):
+    features = channels_last(iba_reference["estimator/features"])
+    moments = None
+    for chunk in np.split(features, sorted(cuts)):
+        mean, m2, nonzero = jax.device_get(batch_moments(chunk))
+        moments = merge_moments(
+            moments, Moments(len(chunk), mean.astype(np.float64), m2.astype(np.float64), nonzero)
+        )
+    stats = finalize(moments)
+    exact = features.astype(np.float64)
+    np.testing.assert_allclose(stats.mean, exact.mean(0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(stats.std, exact.std(0, ddof=1), rtol=1e-5)
+
+
+def test_batch_size_does_not_matter_and_layers_share_a_pass(tiny_model, est_inputs):
+    net, variables = tiny_model
+    layers = ("relu0", "denseblock2", "denseblock3")
+    together = estimate_feature_stats(net, variables, [est_inputs], layers)
+    in_sevens = estimate_feature_stats(
+        net, variables, (est_inputs[i : i + 7] for i in range(0, 50, 7)), "denseblock3"
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        tuple(together["denseblock3"]),
+        tuple(in_sevens),
+    )
+    relu = np.asarray(net.encode(variables, est_inputs, "relu0"))
+    np.testing.assert_array_equal(together["relu0"].active, (relu != 0).mean(0) > 0.01)
+    half = estimate_feature_stats(net, variables, [est_inputs], "relu0", active_threshold=0.5)
+    np.testing.assert_array_equal(half.active, (relu != 0).mean(0) > 0.5)
+    assert 0 < int(half.active.sum()) < half.active.size
+
+
+def test_batch_formats_and_sample_cap(tiny_model, est_inputs):
+    net, variables = tiny_model
+    as_dicts = [{"image": est_inputs[:30], "label": 0}, {"image": est_inputs[30:]}]
+    as_tuples = [(est_inputs[:30], None), (est_inputs[30:], None)]
+    a = estimate_feature_stats(net, variables, as_dicts, "denseblock3", max_samples=40)
+    b = estimate_feature_stats(net, variables, as_tuples, "denseblock3", max_samples=40)
+    c = estimate_feature_stats(net, variables, [est_inputs[:40]], "denseblock3")
+    assert int(a.count) == int(b.count) == 40
+    np.testing.assert_allclose(a.std, c.std, rtol=1e-5)
+    np.testing.assert_array_equal(a.mean, b.mean)
+
+
+def test_bad_input(tiny_model, est_inputs):
+    net, variables = tiny_model
+    with pytest.raises(ValueError, match="layers: expected one of"):
+        estimate_feature_stats(net, variables, [est_inputs], "block3")
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        estimate_feature_stats(net, variables, [est_inputs[:1]], "denseblock3")
+    with pytest.raises(ValueError, match="at least one non-empty batch"):
+        estimate_feature_stats(net, variables, [], "denseblock3")
+    with pytest.raises(ValueError, match="'image' entry"):
+        estimate_feature_stats(net, variables, [{"x": est_inputs}], "denseblock3")
+
+
+def test_stats_are_stored_in_the_bundle(tmp_path, tiny_model, est_inputs):
+    net, variables = tiny_model
+    save_bundle(tmp_path / "m", ModelBundle(net.config, variables, ("a", "b", "c")))
+    stats = estimate_feature_stats(net, variables, [est_inputs], "denseblock3")
+    save_feature_stats(tmp_path / "m", "denseblock3", stats, description="est_inputs")
+    assert stats_layers(tmp_path / "m") == ("denseblock3",)
+    loaded = load_feature_stats(tmp_path / "m", "denseblock3")
+    jax.tree.map(np.testing.assert_array_equal, tuple(loaded), tuple(stats))
+    with pytest.raises(
+        FileNotFoundError, match=r"no feature statistics for 'denseblock2' .*stored: denseblock3"
+    ):
+        load_feature_stats(tmp_path / "m", "denseblock2")
+    arrays = (tmp_path / "m" / "stats" / "denseblock3" / "arrays").rglob("*")
+    data = max((p for p in arrays if p.is_file()), key=lambda p: p.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    data.write_bytes(bytes(raw))
+    with pytest.raises(CorruptBundleError, match="statistics"):
+        load_feature_stats(tmp_path / "m", "denseblock3")
