@@ -3,7 +3,27 @@
 The public API is re-exported here; nothing else needs importing.
 """
 
-from iba_jax.bundle import CorruptBundleError, InputSpec, ModelBundle, load_bundle, save_bundle
+from iba_jax.attribute import (
+    AttributionAux,
+    IBAConfig,
+    MultiLayerResult,
+    attribute,
+    iba,
+    inverse_iba,
+    multilayer_iba,
+    regression_iba,
+)
+from iba_jax.bundle import (
+    CorruptBundleError,
+    InputSpec,
+    ModelBundle,
+    load_bundle,
+    load_feature_stats,
+    save_bundle,
+    save_feature_stats,
+    stats_layers,
+)
+from iba_jax.maps import binarize, resize_bilinear_mirror, to_bits_map
 from iba_jax.models import (
     DenseNet,
     DenseNetConfig,
@@ -18,21 +38,52 @@ from iba_jax.models.torch_import import (
     load_state_dict,
     variables_from_state_dict,
 )
+from iba_jax.objectives import (
+    Negated,
+    RegressionMaximisation,
+    SquaredError,
+    softmax_cross_entropy,
+    target_bce,
+    vector_bce,
+)
+from iba_jax.stats import FeatureStats, estimate_feature_stats
 
 __all__ = [
+    "AttributionAux",
     "CorruptBundleError",
     "DenseNet",
     "DenseNetConfig",
+    "FeatureStats",
+    "IBAConfig",
     "InputSpec",
     "ModelBundle",
+    "MultiLayerResult",
+    "Negated",
+    "RegressionMaximisation",
+    "SquaredError",
     "StateDictMismatchError",
+    "attribute",
+    "binarize",
     "densenet121",
     "densenet161",
     "densenet169",
     "densenet201",
     "densenet_tiny",
+    "estimate_feature_stats",
+    "iba",
+    "inverse_iba",
     "load_bundle",
+    "load_feature_stats",
     "load_state_dict",
+    "multilayer_iba",
+    "regression_iba",
+    "resize_bilinear_mirror",
     "save_bundle",
+    "save_feature_stats",
+    "softmax_cross_entropy",
+    "stats_layers",
+    "target_bce",
+    "to_bits_map",
     "variables_from_state_dict",
+    "vector_bce",
 ]
