@@ -23,6 +23,7 @@ from iba_jax.bundle import (
     save_feature_stats,
     stats_layers,
 )
+from iba_jax.coiba import coiba
 from iba_jax.maps import binarize, resize_bilinear_mirror, to_bits_map
 from iba_jax.models import (
     DenseNet,
@@ -64,6 +65,7 @@ __all__ = [
     "StateDictMismatchError",
     "attribute",
     "binarize",
+    "coiba",
     "densenet121",
     "densenet161",
     "densenet169",

@@ -184,3 +184,11 @@ def test_bad_configs_are_refused():
         densenet121(growth_rate=0)
     with pytest.raises(ValueError, match="block_config"):
         DenseNetConfig(block_config=[6, 12])
+
+
+def test_run_between_chains_to_the_full_forward(tiny_variables, images):
+    h1 = TINY.encode(tiny_variables, images, "denseblock1")
+    h3 = TINY.run_between(tiny_variables, h1, "denseblock1", "denseblock3")
+    np.testing.assert_allclose(h3, TINY.encode(tiny_variables, images, "denseblock3"), atol=1e-5)
+    with pytest.raises(ValueError, match="stop: expected a layer after 'denseblock3'"):
+        TINY.run_between(tiny_variables, h3, "denseblock3", "denseblock1")

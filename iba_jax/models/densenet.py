@@ -353,6 +353,14 @@ class DenseNet:
             )
         return self._run(variables, h, layer, (_CLASSIFIER,))[_CLASSIFIER]
 
+    def run_between(self, variables: Variables, h: jax.Array, start: str, stop: str) -> jax.Array:
+        """The output of ``stop`` from ``h``, the output of the earlier layer ``start``."""
+        checks.check_choice("start", start, self.layer_names)
+        checks.check_choice("stop", stop, self.layer_names)
+        if self.layer_names.index(stop) <= self.layer_names.index(start):
+            raise ValueError(f"stop: expected a layer after {start!r}; got {stop!r}.")
+        return self._run(variables, h, start, (stop,))[stop]
+
     def head_outputs(self, logits: jax.Array) -> jax.Array:
         """Applies the configured head to logits: identity, sigmoid or ReLU."""
         if self.config.head == "sigmoid":

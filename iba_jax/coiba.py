@@ -1,0 +1,238 @@
+"""CoIBA-style shared bottleneck: one damping map for several layers, in one forward pass.
+
+Beyond the paper. Hong et al. (CVPR 2025, "Comprehensive Information Bottleneck for Unveiling
+Universal Attribution") insert the bottleneck at *all* target layers in the same forward pass,
+with one shared damping ratio λ (one value per location, shared by all channels), and bound the
+information of the whole stack by the KL at the first target layer only. For a CNN whose target
+layers have different resolutions (DenseNet: 56², 28², 14² at 224 px), λ lives at the first
+layer's resolution and is area-averaged down to each later layer's (exact for DenseNet, whose
+transitions halve the resolution).
+
+Per step and noise sample: Z₁ = λ₁R₁ + (1 − λ₁)ε₁ at the first layer; the network runs on from
+Z₁ to the next target layer, whose output R₂ is bottlenecked with λ₂ = pool(λ₁) and fresh noise
+ε₂, and so on; the logits come from the last one. Loss = model loss + β · mean KL at layer 1.
+The map is the first layer's capacity (readout as in :func:`iba_jax.attribute.iba`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from iba_jax import checks
+from iba_jax.attribute import (
+    _INDEX_LOSSES,
+    DEFAULT_MULTILAYER,
+    AttributionAux,
+    IBAConfig,
+    _batch_targets,
+    _check_finite,
+    _class_targets,
+    _layer_draws,
+    _Prior,
+)
+from iba_jax.bottleneck import (
+    capacity,
+    damping,
+    iba_bottleneck,
+    noise_from_standard_normal,
+    normalized_features,
+)
+from iba_jax.maps import to_bits_map
+from iba_jax.models.densenet import DenseNet, Variables
+from iba_jax.objectives import ModelLoss, objective, target_bce
+from iba_jax.optim import adam
+from iba_jax.stats import FeatureStats
+
+
+def area_downsample(lam: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """Averages ``lam`` ``(h, w, c)`` over blocks to ``shape``; h, w must be multiples of it."""
+    h, w, c = lam.shape
+    if h % shape[0] or w % shape[1]:
+        raise ValueError(
+            f"layers: a shared λ of {h}x{w} cannot be area-averaged to {shape[0]}x{shape[1]}; "
+            "choose target layers whose resolutions divide the first one's."
+        )
+    fh, fw = h // shape[0], w // shape[1]
+    return lam.reshape(shape[0], fh, shape[1], fw, c).mean(axis=(1, 3))
+
+
+def _coiba_one(
+    model: DenseNet,
+    variables: Variables,
+    features: jax.Array,
+    target: jax.Array,
+    keys: jax.Array,
+    beta: jax.Array,
+    priors: tuple[_Prior, ...],
+    *,
+    layers: tuple[str, ...],
+    shapes: tuple[tuple[int, ...], ...],
+    config: IBAConfig,
+    model_loss: ModelLoss,
+) -> tuple[jax.Array, AttributionAux]:
+    first = priors[0]
+    r = normalized_features(features, first.mean, first.std)
+    optimiser = adam(config.learning_rate)
+
+    def loss_fn(alpha: jax.Array, key: jax.Array) -> tuple[jax.Array, tuple]:
+        lam = damping(alpha, config.sigma)  # (h1, w1, 1): one value per location
+        cap = capacity(r, lam) * first.active
+        information = jnp.mean(cap)
+        h = features[None]
+        for i, (layer, prior, key_i) in enumerate(
+            zip(layers, priors, jax.random.split(key, len(layers)), strict=True)
+        ):
+            if i:
+                h = model.run_between(variables, h, layers[i - 1], layer)
+            lam_i = area_downsample(lam, shapes[i][:2]) if i else lam
+            n = jax.random.normal(key_i, (config.samples, *shapes[i]))
+            eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
+            h = iba_bottleneck(h, lam_i[None], eps) * prior.active[None]
+        logits = model.decode(variables, h, layers[-1])
+        total, model_term = objective(model_loss, logits, target, information, beta)
+        return total, (model_term, information, cap)
+
+    def step(carry: tuple, key: jax.Array) -> tuple[tuple, tuple]:
+        alpha, opt_state, _ = carry
+        (total, (model_term, information, cap)), grad = jax.value_and_grad(loss_fn, has_aux=True)(
+            alpha, key
+        )
+        updates, opt_state = optimiser.update(grad, opt_state)
+        return (optax.apply_updates(alpha, updates), opt_state, cap), (
+            total,
+            model_term,
+            information,
+        )
+
+    alpha0 = jnp.full((*features.shape[:2], 1), config.initial_alpha, features.dtype)
+    init = (alpha0, optimiser.init(alpha0), jnp.zeros_like(features))
+    (alpha, _, last_cap), (totals, model_terms, informations) = jax.lax.scan(
+        step, init, keys, unroll=config.unroll
+    )
+    lam = damping(alpha, config.sigma)
+    cap = last_cap if config.readout == "last" else capacity(r, lam) * first.active
+    aux = AttributionAux(
+        totals, model_terms, informations, alpha, lam, cap if config.return_capacity else None
+    )
+    return cap, aux
+
+
+@functools.partial(jax.jit, static_argnames=("model", "layers", "config", "model_loss"))
+def _coiba_compiled(
+    variables: Variables,
+    stats: tuple[FeatureStats, ...],
+    images: jax.Array,
+    targets: jax.Array,
+    keys: jax.Array,
+    beta: jax.Array,
+    *,
+    model: DenseNet,
+    layers: tuple[str, ...],
+    config: IBAConfig,
+    model_loss: ModelLoss,
+) -> tuple[jax.Array, AttributionAux]:
+    features = model.encode(variables, images, layers[0])
+    shapes = tuple(
+        tuple(s.shape)
+        for s in jax.eval_shape(lambda x: model.encode(variables, x, layers), images).values()
+    )
+    shapes = tuple(shape[1:] for shape in shapes)
+    for layer, layer_stats, shape in zip(layers, stats, shapes, strict=True):
+        if tuple(layer_stats.mean.shape) != shape:
+            raise ValueError(
+                f"stats: expected statistics of the {layer!r} feature shape {shape}; "
+                f"got {tuple(layer_stats.mean.shape)}."
+            )
+    priors = tuple(
+        _Prior(*(jnp.asarray(a, features.dtype) for a in (s.mean, s.std, s.active))) for s in stats
+    )
+    priors = tuple(p._replace(std=jnp.maximum(p.std, config.min_std)) for p in priors)
+    one = functools.partial(
+        _coiba_one,
+        model,
+        variables,
+        layers=layers,
+        shapes=shapes,
+        config=config,
+        model_loss=model_loss,
+    )
+    cap, aux = jax.vmap(one, in_axes=(0, 0, 0, None, None))(features, targets, keys, beta, priors)
+    return to_bits_map(cap, images.shape[1:3]), aux
+
+
+def coiba(
+    model: DenseNet,
+    variables: Variables,
+    stats: Mapping[str, FeatureStats],
+    images: jax.Array,
+    targets: Any,
+    *,
+    layers: Sequence[str] = DEFAULT_MULTILAYER,
+    model_loss: ModelLoss = target_bce,
+    config: IBAConfig = IBAConfig(),
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, AttributionAux]:
+    """CoIBA-style maps: one λ shared by several layers, KL at the first (see the module doc).
+
+    Args:
+      stats: ``{layer: FeatureStats}`` for every layer in ``layers``.
+      layers: the target layers, in network order; the map has the first one's resolution
+        before resizing. Later layers' resolutions must divide the first one's.
+      key: a PRNG key (split per image), or one key per image.
+      See :func:`iba_jax.attribute.iba` for the others. ``aux.alpha`` and ``aux.lam`` have one
+      channel (the shared damping).
+
+    Example:
+      >>> import jax
+      >>> from iba_jax.models import DenseNet, densenet_tiny
+      >>> from iba_jax.stats import estimate_feature_stats
+      >>> net = DenseNet(densenet_tiny())
+      >>> variables = net.init(jax.random.key(0), 64)
+      >>> data = jax.random.normal(jax.random.key(1), (16, 64, 64, 3))
+      >>> layers = ("denseblock1", "denseblock2", "denseblock3")
+      >>> stats = estimate_feature_stats(net, variables, [data], layers)
+      >>> maps, aux = coiba(net, variables, stats, data[:2], 0, key=jax.random.key(2))
+      >>> maps.shape, aux.lam.shape
+      ((2, 64, 64), (2, 16, 16, 1))
+    """
+    layers = tuple(layers)
+    checks.check_names("layers", layers, model.layer_names)
+    order = [model.layer_names.index(layer) for layer in layers]
+    if order != sorted(set(order)):
+        raise ValueError(f"layers: expected distinct layers in network order; got {layers}.")
+    missing = [layer for layer in layers if layer not in stats]
+    if missing:
+        raise ValueError(f"stats: expected FeatureStats for every layer; missing {missing}.")
+    checks.check_image_batch(
+        "images", images, channels=model.config.in_channels, min_size=model.config.min_image_size
+    )
+    _check_finite("images", images)
+    batch = np.shape(images)[0]
+    if model_loss in _INDEX_LOSSES:
+        targets = _class_targets(model, images, targets)
+    else:
+        targets = _batch_targets(targets, batch, jnp.asarray(targets).dtype)
+    keys = _layer_draws(key, None, batch, config.steps, "key")
+    maps, aux = _coiba_compiled(
+        variables,
+        tuple(stats[layer] for layer in layers),
+        jnp.asarray(images),
+        targets,
+        keys,
+        jnp.float32(config.beta),
+        model=model,
+        layers=layers,
+        config=dataclasses.replace(config, beta=0.0),
+        model_loss=model_loss,
+    )
+    if not np.all(np.isfinite(np.asarray(maps))):
+        raise FloatingPointError("the CoIBA maps contain NaN or infinite values.")
+    return maps, aux
