@@ -1,4 +1,4 @@
-"""Seconds per image of IBA, Inverse IBA and Multi-layer IBA on DenseNet-121 at 224 px.
+"""Seconds per image of IBA, Inverse, Multi-layer IBA and CoIBA on DenseNet-121 at 224 px.
 
 Run: ``.venv/bin/python benchmarks/attribution.py [--batches 1 4 16] [--quick]``.
 Defaults of the paper (β = 10, 10 Adam steps, 10 samples per step), bottleneck after
@@ -16,6 +16,7 @@ import time
 import jax
 
 from iba_jax.attribute import IBAConfig, iba, inverse_iba, multilayer_iba
+from iba_jax.coiba import coiba
 from iba_jax.models import DenseNet, densenet121
 from iba_jax.stats import estimate_feature_stats
 
@@ -88,6 +89,8 @@ def main() -> None:
         multilayer_iba(net, variables, stats, images(batch, i), 0, key=jax.random.key(i)).map
     )
     report("multilayer_iba", batch, *timed(run, args.repeats))
+    run = lambda i: coiba(net, variables, stats, images(batch, i), 0, key=jax.random.key(i))[0]
+    report("coiba", batch, *timed(run, args.repeats))
     print(json.dumps(figures))
 
 
