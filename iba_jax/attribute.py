@@ -134,6 +134,51 @@ class _Prior(NamedTuple):
     active: jax.Array
 
 
+def optimise_alpha(
+    loss_fn: Any,
+    alpha0: jax.Array,
+    draws: jax.Array,
+    r: jax.Array,
+    active: jax.Array,
+    *,
+    config: IBAConfig,
+) -> tuple[jax.Array, AttributionAux]:
+    """Runs Adam on α over the steps (``lax.scan`` over ``draws``) and reads out the capacity.
+
+    Args:
+      loss_fn: ``(alpha, draw) -> (total, (model term, information, capacity))`` of one step;
+        the capacity is that of the λ it evaluated.
+      alpha0: the initial α.
+      draws: one entry per step (a PRNG key or injected noise), passed to ``loss_fn``.
+      r, active: normalised features and active mask, for the ``"final"`` readout.
+      config: steps, learning rate, smoothing, readout.
+
+    Returns:
+      (capacity read out in nats, :class:`AttributionAux` of this image).
+    """
+    optimiser = adam(config.learning_rate)
+
+    def step(carry: tuple, draw: jax.Array) -> tuple[tuple, tuple]:
+        alpha, opt_state, _ = carry
+        (total, (model_term, information, cap)), grad = jax.value_and_grad(loss_fn, has_aux=True)(
+            alpha, draw
+        )
+        updates, opt_state = optimiser.update(grad, opt_state)
+        alpha = optax.apply_updates(alpha, updates)
+        return (alpha, opt_state, cap), (total, model_term, information)
+
+    init = (alpha0, optimiser.init(alpha0), jnp.zeros_like(r))
+    (alpha, _, last_cap), (totals, model_terms, informations) = jax.lax.scan(
+        step, init, draws, unroll=config.unroll
+    )
+    lam = damping(alpha, config.sigma)
+    cap = last_cap if config.readout == "last" else capacity(r, lam) * active
+    aux = AttributionAux(
+        totals, model_terms, informations, alpha, lam, cap if config.return_capacity else None
+    )
+    return cap, aux
+
+
 def _optimise_one(
     tail: Any,
     features: jax.Array,
@@ -150,42 +195,20 @@ def _optimise_one(
     """Optimises α for one image's ``features`` ``(h, w, c)``; returns (capacity, aux)."""
     r = normalized_features(features, prior.mean, prior.std)
     bottleneck = inverse_bottleneck if inverse else iba_bottleneck
-    optimiser = adam(config.learning_rate)
 
-    def loss_fn(alpha: jax.Array, n: jax.Array) -> tuple[jax.Array, tuple]:
+    def loss_fn(alpha: jax.Array, draw: jax.Array) -> tuple[jax.Array, tuple]:
         lam = damping(alpha, config.sigma)
         cap = capacity(r, lam) * prior.active
         information = jnp.mean(cap)
+        n = draw if injected else jax.random.normal(draw, (config.samples, *features.shape))
         # n is (samples, h, w, c); everything else gets an explicit leading samples axis.
         eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
         z = bottleneck(features[None], lam[None], eps) * prior.active[None]
         total, model_term = objective(model_loss, tail(z), target, information, beta)
         return total, (model_term, information, cap)
 
-    def step(carry: tuple, draw: jax.Array) -> tuple[tuple, tuple]:
-        alpha, opt_state, _ = carry
-        n = draw if injected else jax.random.normal(draw, (config.samples, *features.shape))
-        (total, (model_term, information, cap)), grad = jax.value_and_grad(loss_fn, has_aux=True)(
-            alpha, n
-        )
-        updates, opt_state = optimiser.update(grad, opt_state)
-        return (optax.apply_updates(alpha, updates), opt_state, cap), (
-            total,
-            model_term,
-            information,
-        )
-
     alpha0 = jnp.full(features.shape, config.initial_alpha, features.dtype)
-    init = (alpha0, optimiser.init(alpha0), jnp.zeros_like(features))
-    (alpha, _, last_cap), (totals, model_terms, informations) = jax.lax.scan(
-        step, init, draws, unroll=config.unroll
-    )
-    lam = damping(alpha, config.sigma)
-    cap = last_cap if config.readout == "last" else capacity(r, lam) * prior.active
-    aux = AttributionAux(
-        totals, model_terms, informations, alpha, lam, cap if config.return_capacity else None
-    )
-    return cap, aux
+    return optimise_alpha(loss_fn, alpha0, draws, r, prior.active, config=config)
 
 
 def _optimise_layer(
@@ -280,6 +303,21 @@ def _attribute_compiled(
 
 
 # --------------------------------------------------------------------------- argument handling
+
+
+def check_layer_stack(
+    model: DenseNet, layers: Sequence[str], stats: Mapping[str, FeatureStats]
+) -> tuple[str, ...]:
+    """Checks that ``layers`` are distinct, in network order, and all have statistics."""
+    layers = tuple(layers)
+    checks.check_names("layers", layers, model.layer_names)
+    order = [model.layer_names.index(layer) for layer in layers]
+    if order != sorted(set(order)):
+        raise ValueError(f"layers: expected distinct layers in network order; got {layers}.")
+    missing = [layer for layer in layers if layer not in stats]
+    if missing:
+        raise ValueError(f"stats: expected FeatureStats for every layer; missing {missing}.")
+    return layers
 
 
 def _is_concrete(x: Any) -> bool:
@@ -695,14 +733,7 @@ def multilayer_iba(
       >>> result.map.shape, result.mask.dtype
       ((2, 64, 64), dtype('bool'))
     """
-    layers = tuple(layers)
-    checks.check_names("layers", layers, model.layer_names)
-    order = [model.layer_names.index(layer) for layer in layers]
-    if order != sorted(order) or len(set(layers)) != len(layers):
-        raise ValueError(f"layers: expected distinct layers in network order; got {layers}.")
-    missing = [layer for layer in layers if layer not in stats]
-    if missing:
-        raise ValueError(f"stats: expected FeatureStats for every layer; missing {missing}.")
+    layers = check_layer_stack(model, layers, stats)
     if model_loss in _INDEX_LOSSES:
         targets = _class_targets(model, images, targets)
     else:

@@ -24,7 +24,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from iba_jax import checks
 from iba_jax.attribute import (
@@ -37,6 +36,8 @@ from iba_jax.attribute import (
     _class_targets,
     _layer_draws,
     _Prior,
+    check_layer_stack,
+    optimise_alpha,
 )
 from iba_jax.bottleneck import (
     capacity,
@@ -48,7 +49,6 @@ from iba_jax.bottleneck import (
 from iba_jax.maps import to_bits_map
 from iba_jax.models.densenet import DenseNet, Variables
 from iba_jax.objectives import ModelLoss, objective, target_bce
-from iba_jax.optim import adam
 from iba_jax.stats import FeatureStats
 
 
@@ -80,7 +80,6 @@ def _coiba_one(
 ) -> tuple[jax.Array, AttributionAux]:
     first = priors[0]
     r = normalized_features(features, first.mean, first.std)
-    optimiser = adam(config.learning_rate)
 
     def loss_fn(alpha: jax.Array, key: jax.Array) -> tuple[jax.Array, tuple]:
         lam = damping(alpha, config.sigma)  # (h1, w1, 1): one value per location
@@ -100,29 +99,8 @@ def _coiba_one(
         total, model_term = objective(model_loss, logits, target, information, beta)
         return total, (model_term, information, cap)
 
-    def step(carry: tuple, key: jax.Array) -> tuple[tuple, tuple]:
-        alpha, opt_state, _ = carry
-        (total, (model_term, information, cap)), grad = jax.value_and_grad(loss_fn, has_aux=True)(
-            alpha, key
-        )
-        updates, opt_state = optimiser.update(grad, opt_state)
-        return (optax.apply_updates(alpha, updates), opt_state, cap), (
-            total,
-            model_term,
-            information,
-        )
-
     alpha0 = jnp.full((*features.shape[:2], 1), config.initial_alpha, features.dtype)
-    init = (alpha0, optimiser.init(alpha0), jnp.zeros_like(features))
-    (alpha, _, last_cap), (totals, model_terms, informations) = jax.lax.scan(
-        step, init, keys, unroll=config.unroll
-    )
-    lam = damping(alpha, config.sigma)
-    cap = last_cap if config.readout == "last" else capacity(r, lam) * first.active
-    aux = AttributionAux(
-        totals, model_terms, informations, alpha, lam, cap if config.return_capacity else None
-    )
-    return cap, aux
+    return optimise_alpha(loss_fn, alpha0, keys, r, first.active, config=config)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "layers", "config", "model_loss"))
@@ -203,14 +181,7 @@ def coiba(
       >>> maps.shape, aux.lam.shape
       ((2, 64, 64), (2, 16, 16, 1))
     """
-    layers = tuple(layers)
-    checks.check_names("layers", layers, model.layer_names)
-    order = [model.layer_names.index(layer) for layer in layers]
-    if order != sorted(set(order)):
-        raise ValueError(f"layers: expected distinct layers in network order; got {layers}.")
-    missing = [layer for layer in layers if layer not in stats]
-    if missing:
-        raise ValueError(f"stats: expected FeatureStats for every layer; missing {missing}.")
+    layers = check_layer_stack(model, layers, stats)
     checks.check_image_batch(
         "images", images, channels=model.config.in_channels, min_size=model.config.min_image_size
     )
