@@ -40,6 +40,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rolled", action="store_true", help="also time unroll=False")
+    parser.add_argument(
+        "--images-per-call",
+        type=int,
+        default=4,
+        help="also time batches larger than this "
+        "in chunks of this many images (IBAConfig.images_per_call)",
+    )
     args = parser.parse_args()
 
     net = DenseNet(densenet121(num_classes=14))
@@ -68,6 +75,18 @@ def main() -> None:
             net, variables, stats["denseblock3"], images(b, i), 0, key=jax.random.key(i)
         )[0]
         report("iba", batch, *timed(run, args.repeats))
+        if batch > args.images_per_call:
+            chunked = IBAConfig(images_per_call=args.images_per_call)
+            run = lambda i, b=batch, c=chunked: iba(
+                net,
+                variables,
+                stats["denseblock3"],
+                images(b, i),
+                0,
+                config=c,
+                key=jax.random.key(i),
+            )[0]
+            report(f"iba_per_call{args.images_per_call}", batch, *timed(run, args.repeats))
         if args.rolled:
             rolled = IBAConfig(unroll=False)
             run = lambda i, b=batch, c=rolled: iba(

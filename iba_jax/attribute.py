@@ -79,6 +79,9 @@ class IBAConfig:
       unroll: unroll the loop over steps when compiling. XLA:CPU runs a rolled loop (a while
         loop) about 2x slower than the unrolled one (benchmarks/attribution.py); unrolling costs
         compile time (about 15 s for DenseNet-121), which ``unroll=False`` saves.
+      images_per_call: run the compiled function on chunks of this many images (the last chunk
+        may compile once more) instead of the whole batch at once. It bounds memory; on a
+        2-core CPU 4 images per call are also fastest per image (benchmarks/README.md).
     """
 
     beta: float = 10.0
@@ -91,6 +94,7 @@ class IBAConfig:
     readout: Readout = "last"
     return_capacity: bool = False
     unroll: bool = True
+    images_per_call: int | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.beta) and self.beta >= 0):
@@ -106,6 +110,8 @@ class IBAConfig:
         if not np.isfinite(self.initial_alpha):
             raise ValueError(f"initial_alpha: expected a finite value; got {self.initial_alpha}.")
         checks.check_choice("readout", self.readout, ("last", "final"))
+        if self.images_per_call is not None:
+            checks.check_positive_int("images_per_call", self.images_per_call)
 
 
 class AttributionAux(NamedTuple):
@@ -269,8 +275,8 @@ def _attribute_compiled(
     images: jax.Array,
     targets: jax.Array,
     draws: tuple[jax.Array, ...],
-    beta: jax.Array,
     *,
+    beta: jax.Array,
     model: DenseNet,
     layers: tuple[str, ...],
     config: IBAConfig,
@@ -318,6 +324,26 @@ def check_layer_stack(
     if missing:
         raise ValueError(f"stats: expected FeatureStats for every layer; missing {missing}.")
     return layers
+
+
+def static_config(config: IBAConfig) -> IBAConfig:
+    """The part of ``config`` that the compiled function depends on: β is traced (so a sweep
+    over β does not recompile) and the chunking happens outside."""
+    return dataclasses.replace(config, beta=0.0, images_per_call=None)
+
+
+def call_in_chunks(compiled: Any, per_image: tuple[Any, ...], config: IBAConfig) -> Any:
+    """``compiled(*per_image)``, called on chunks of ``config.images_per_call`` images (every
+    leaf of ``per_image`` has the images on axis 0) and concatenated; at once when None."""
+    batch = jax.tree.leaves(per_image)[0].shape[0]
+    size = config.images_per_call
+    if size is None or batch <= size:
+        return compiled(*per_image)
+    parts = [
+        compiled(*jax.tree.map(lambda a, i=i: a[i : i + size], per_image))
+        for i in range(0, batch, size)
+    ]
+    return jax.tree.map(lambda *chunks: jnp.concatenate(chunks), *parts)
 
 
 def _is_concrete(x: Any) -> bool:
@@ -410,21 +436,20 @@ def _run(
     draws = tuple(
         _layer_draws(k, n, batch, config.steps, "key") for k, n in zip(keys, noises, strict=True)
     )
-    maps, aux = _attribute_compiled(
+    compiled = functools.partial(
+        _attribute_compiled,
         variables,
         tuple(stats),
-        jnp.asarray(images),
-        targets,
-        draws,
-        jnp.float32(config.beta),
+        beta=jnp.float32(config.beta),
         model=model,
         layers=layers,
-        config=dataclasses.replace(config, beta=0.0),  # β is traced: sweeps do not recompile
+        config=static_config(config),
         model_loss=model_loss,
         inverse=inverse,
         injected=injected.pop(),
         clean_targets=clean_targets,
     )
+    maps, aux = call_in_chunks(compiled, (jnp.asarray(images), targets, draws), config)
     for layer, layer_maps in zip(layers, maps, strict=True):
         if _is_concrete(layer_maps) and not np.all(np.isfinite(np.asarray(layer_maps))):
             raise FloatingPointError(

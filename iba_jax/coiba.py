@@ -16,7 +16,6 @@ The map is the first layer's capacity (readout as in :func:`iba_jax.attribute.ib
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,8 +35,10 @@ from iba_jax.attribute import (
     _class_targets,
     _layer_draws,
     _Prior,
+    call_in_chunks,
     check_layer_stack,
     optimise_alpha,
+    static_config,
 )
 from iba_jax.bottleneck import (
     capacity,
@@ -110,8 +111,8 @@ def _coiba_compiled(
     images: jax.Array,
     targets: jax.Array,
     keys: jax.Array,
-    beta: jax.Array,
     *,
+    beta: jax.Array,
     model: DenseNet,
     layers: tuple[str, ...],
     config: IBAConfig,
@@ -192,18 +193,17 @@ def coiba(
     else:
         targets = _batch_targets(targets, batch, jnp.asarray(targets).dtype)
     keys = _layer_draws(key, None, batch, config.steps, "key")
-    maps, aux = _coiba_compiled(
+    compiled = functools.partial(
+        _coiba_compiled,
         variables,
         tuple(stats[layer] for layer in layers),
-        jnp.asarray(images),
-        targets,
-        keys,
-        jnp.float32(config.beta),
+        beta=jnp.float32(config.beta),
         model=model,
         layers=layers,
-        config=dataclasses.replace(config, beta=0.0),
+        config=static_config(config),
         model_loss=model_loss,
     )
+    maps, aux = call_in_chunks(compiled, (jnp.asarray(images), targets, keys), config)
     if not np.all(np.isfinite(np.asarray(maps))):
         raise FloatingPointError("the CoIBA maps contain NaN or infinite values.")
     return maps, aux

@@ -325,3 +325,22 @@ def test_dead_channels_give_finite_maps(tiny_model, stats, images):
     )
     assert np.all(np.isfinite(maps))
     np.testing.assert_array_equal(aux.capacity[..., 4:8], 0.0)
+
+
+def test_chunks_of_images_equal_one_call(tiny_model, stats, images):
+    net, variables = tiny_model
+    key = jax.random.key(12)
+    whole, aux = iba(net, variables, stats["denseblock3"], images, 1, key=key)
+    chunked, chunked_aux = iba(
+        net,
+        variables,
+        stats["denseblock3"],
+        images,
+        1,
+        config=IBAConfig(images_per_call=3),
+        key=key,
+    )
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(chunked_aux.loss, aux.loss, rtol=1e-5)
+    with pytest.raises(ValueError, match="images_per_call: expected a positive integer"):
+        IBAConfig(images_per_call=0)
