@@ -28,8 +28,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)
+bench: $(STAMP)  # about 20 minutes on a 2-core CPU
 	$(BIN)/python benchmarks/densenet_forward.py
+	$(BIN)/python benchmarks/attribution.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
