@@ -381,6 +381,25 @@ def _check_class_targets(targets: jax.Array, num_classes: int) -> None:
             )
 
 
+def prepare_targets(model: DenseNet, images: Any, targets: Any, model_loss: ModelLoss) -> jax.Array:
+    """One target per image; class indices are checked against the outputs for the losses
+    that take them (``target_bce``, ``softmax_cross_entropy``)."""
+    batch = np.shape(images)[0]
+    if model_loss in _INDEX_LOSSES:
+        targets = _batch_targets(targets, batch, jnp.int32)
+        _check_class_targets(targets, model.config.num_classes)
+        return targets
+    return _batch_targets(targets, batch, jnp.asarray(targets).dtype)
+
+
+def check_images(model: DenseNet, images: Any) -> None:
+    """Images must be a finite channels-last batch the model accepts."""
+    checks.check_image_batch(
+        "images", images, channels=model.config.in_channels, min_size=model.config.min_image_size
+    )
+    _check_finite("images", images)
+
+
 def _layer_draws(
     key: jax.Array | None, noise: jax.Array | None, batch: int, steps: int, name: str
 ) -> jax.Array:
@@ -419,10 +438,7 @@ def _run(
     clean_targets: bool = False,
 ) -> tuple[tuple[jax.Array, ...], tuple[AttributionAux, ...]]:
     checks.check_names("layer", layers, model.layer_names)
-    checks.check_image_batch(
-        "images", images, channels=model.config.in_channels, min_size=model.config.min_image_size
-    )
-    _check_finite("images", images)
+    check_images(model, images)
     for layer_stats in stats:
         if not isinstance(layer_stats, FeatureStats):
             raise ValueError(
@@ -495,7 +511,7 @@ def attribute(
       ``(maps, aux)``: maps ``(B, H, W)`` in bits per pixel, and an :class:`AttributionAux`.
     """
     images = jnp.asarray(images)
-    targets = _batch_targets(targets, images.shape[0], jnp.asarray(targets).dtype)
+    targets = prepare_targets(model, images, targets, model_loss)
     maps, aux = _run(
         model,
         variables,
@@ -510,12 +526,6 @@ def attribute(
         noises=(noise,),
     )
     return maps[0], aux[0]
-
-
-def _class_targets(model: DenseNet, images: jax.Array, targets: Any) -> jax.Array:
-    targets = _batch_targets(targets, np.shape(images)[0], jnp.int32)
-    _check_class_targets(targets, model.config.num_classes)
-    return targets
 
 
 def iba(
@@ -555,8 +565,6 @@ def iba(
       >>> maps.shape, aux.loss.shape
       ((2, 64, 64), (2, 10))
     """
-    if model_loss in _INDEX_LOSSES:
-        targets = _class_targets(model, images, targets)
     return attribute(
         model,
         variables,
@@ -603,8 +611,7 @@ def inverse_iba(
       >>> maps.shape
       (1, 64, 64)
     """
-    if model_loss in _INDEX_LOSSES:
-        targets = _class_targets(model, images, targets)
+    targets = prepare_targets(model, images, targets, model_loss)  # before the negation
     return attribute(
         model,
         variables,
@@ -759,10 +766,7 @@ def multilayer_iba(
       ((2, 64, 64), dtype('bool'))
     """
     layers = check_layer_stack(model, layers, stats)
-    if model_loss in _INDEX_LOSSES:
-        targets = _class_targets(model, images, targets)
-    else:
-        targets = _batch_targets(targets, np.shape(images)[0], jnp.asarray(targets).dtype)
+    targets = prepare_targets(model, images, targets, model_loss)
     if noise is not None:
         noises = tuple(noise[layer] for layer in layers)
         keys: tuple[jax.Array | None, ...] = (None,) * len(layers)

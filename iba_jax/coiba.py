@@ -24,20 +24,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iba_jax import checks
 from iba_jax.attribute import (
-    _INDEX_LOSSES,
     DEFAULT_MULTILAYER,
     AttributionAux,
     IBAConfig,
-    _batch_targets,
-    _check_finite,
-    _class_targets,
     _layer_draws,
     _Prior,
     call_in_chunks,
+    check_images,
     check_layer_stack,
     optimise_alpha,
+    prepare_targets,
     static_config,
 )
 from iba_jax.bottleneck import (
@@ -183,16 +180,9 @@ def coiba(
       ((2, 64, 64), (2, 16, 16, 1))
     """
     layers = check_layer_stack(model, layers, stats)
-    checks.check_image_batch(
-        "images", images, channels=model.config.in_channels, min_size=model.config.min_image_size
-    )
-    _check_finite("images", images)
-    batch = np.shape(images)[0]
-    if model_loss in _INDEX_LOSSES:
-        targets = _class_targets(model, images, targets)
-    else:
-        targets = _batch_targets(targets, batch, jnp.asarray(targets).dtype)
-    keys = _layer_draws(key, None, batch, config.steps, "key")
+    check_images(model, images)
+    targets = prepare_targets(model, images, targets, model_loss)
+    keys = _layer_draws(key, None, np.shape(images)[0], config.steps, "key")
     compiled = functools.partial(
         _coiba_compiled,
         variables,

@@ -14,6 +14,12 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 DATA = Path(__file__).parent / "data"
 
 
+def load_fixture(name: str) -> dict[str, np.ndarray]:
+    """Every array of a tests/data archive, read eagerly."""
+    with np.load(DATA / name) as archive:
+        return {k: archive[k] for k in archive.files}
+
+
 def seeded_densenet121_state_dict(archive: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Rebuilds the state dict of densenet121_seeded.npz from the numpy recipe it stores
     (its ``recipe`` array; the fixtures' README section 2)."""
@@ -36,8 +42,7 @@ def seeded_densenet121_state_dict(archive: dict[str, np.ndarray]) -> dict[str, n
 
 @pytest.fixture(scope="session")
 def tiny_reference():
-    with np.load(DATA / "densenet_tiny.npz") as archive:
-        return {k: archive[k] for k in archive.files}
+    return load_fixture("densenet_tiny.npz")
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +53,7 @@ def tiny_state_dict(tiny_reference):
 
 @pytest.fixture(scope="session")
 def seeded_reference():
-    with np.load(DATA / "densenet121_seeded.npz") as archive:
-        return {k: archive[k] for k in archive.files}
+    return load_fixture("densenet121_seeded.npz")
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +69,7 @@ def channels_last(a):
 
 @pytest.fixture(scope="session")
 def iba_reference():
-    with np.load(DATA / "iba_reference.npz") as archive:
-        return {k: archive[k] for k in archive.files}
+    return load_fixture("iba_reference.npz")
 
 
 @pytest.fixture(scope="session")

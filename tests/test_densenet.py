@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import channels_last
 
 from iba_jax.models import (
     DenseNet,
@@ -18,10 +19,6 @@ from iba_jax.models import (
 from iba_jax.models.torch_import import variables_from_state_dict
 
 TINY = DenseNet(densenet_tiny())
-
-
-def nhwc(x):
-    return jnp.asarray(np.asarray(x).transpose(0, 2, 3, 1))
 
 
 def nchw(x):
@@ -41,7 +38,7 @@ def images():
 def test_tiny_matches_torchvision_at_every_block(tiny_reference, tiny_state_dict):
     variables, config = variables_from_state_dict(tiny_state_dict)
     net = DenseNet(config)
-    x = nhwc(tiny_reference["x"])
+    x = channels_last(tiny_reference["x"])
     np.testing.assert_allclose(net.apply(variables, x), tiny_reference["logits"], atol=1e-5)
     layers = [k.removeprefix("out/") for k in tiny_reference if k.startswith("out/")]
     assert len(layers) == 8
