@@ -41,6 +41,7 @@ from iba_jax.bottleneck import (
     inverse_bottleneck,
     noise_from_standard_normal,
     normalized_features,
+    standard_normal,
 )
 from iba_jax.maps import ThresholdRule, binarize, to_bits_map
 from iba_jax.models.densenet import DenseNet, Variables
@@ -206,7 +207,7 @@ def _optimise_one(
         lam = damping(alpha, config.sigma)
         cap = capacity(r, lam) * prior.active
         information = jnp.mean(cap)
-        n = draw if injected else jax.random.normal(draw, (config.samples, *features.shape))
+        n = draw if injected else standard_normal(draw, (config.samples, *features.shape))
         # n is (samples, h, w, c); everything else gets an explicit leading samples axis.
         eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
         z = bottleneck(features[None], lam[None], eps) * prior.active[None]

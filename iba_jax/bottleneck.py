@@ -89,6 +89,19 @@ def damping(alpha: jax.Array, sigma: float) -> jax.Array:
     return smooth(jax.nn.sigmoid(alpha), sigma)
 
 
+def standard_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """float32 draws from N(0, 1) for one image's bottleneck, with JAX's classic threefry scheme.
+
+    JAX's default ("partitionable") scheme runs one threefry block per 32-bit word so that one
+    draw can be split across devices; the classic scheme runs one block per two words, which
+    makes IBA's noise (20 M floats per image at the paper's defaults) about 40 % cheaper on
+    CPU. Each image draws from its own key, so a sharded batch never splits a draw and loses
+    nothing by it. The draws depend only on ``key`` and ``shape``, not on the global setting.
+    """
+    with jax.threefry_partitionable(False):
+        return jax.random.normal(key, shape, jnp.float32)
+
+
 def noise_from_standard_normal(n: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
     """ε = μ + σ·n: standard-normal draws ``n`` scaled to the feature statistics."""
     return mean + std * n

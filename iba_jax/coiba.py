@@ -43,6 +43,7 @@ from iba_jax.bottleneck import (
     iba_bottleneck,
     noise_from_standard_normal,
     normalized_features,
+    standard_normal,
 )
 from iba_jax.maps import to_bits_map
 from iba_jax.models.densenet import DenseNet, Variables
@@ -90,7 +91,7 @@ def _coiba_one(
             if i:
                 h = model.run_between(variables, h, layers[i - 1], layer)
             lam_i = area_downsample(lam, shapes[i][:2]) if i else lam
-            n = jax.random.normal(key_i, (config.samples, *shapes[i]))
+            n = standard_normal(key_i, (config.samples, *shapes[i]))
             eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
             h = iba_bottleneck(h, lam_i[None], eps) * prior.active[None]
         logits = model.decode(variables, h, layers[-1])

@@ -33,8 +33,9 @@ RUNS = {
 }
 
 
-def replay(run, tiny_model, reference_stats, iba_reference, **config):
+def replay(run, tiny_model, reference_stats, iba_reference, pool_before_conv=True, **config):
     net, variables = tiny_model
+    net = dataclasses.replace(net, pool_before_conv=pool_before_conv)
     beta = float(iba_reference[run + "meta/beta"])
     noise = channels_last(iba_reference[run + "noise"])[None]
     x0 = channels_last(iba_reference["x0"])
@@ -42,9 +43,19 @@ def replay(run, tiny_model, reference_stats, iba_reference, **config):
     return RUNS[run](net, variables, reference_stats, x0, noise=noise, config=cfg)
 
 
-@pytest.mark.parametrize("run", list(RUNS))
-def test_end_to_end_against_the_reference(run, tiny_model, reference_stats, iba_reference):
-    maps, aux = replay(run, tiny_model, reference_stats, iba_reference)
+# Every run in torchvision's order of operations; the β = 10 runs also as DenseNet's default
+# computes them (transitions pool before their convolution). At β = 0.01 most gradients are
+# ~1e-6, Adam scales them to full steps, and the rounding of that reordering alone moves 100 of
+# 512 α of the Inverse IBA run by up to 0.044 (its map by 2e-3 of its range): the reference's
+# own result there is only defined up to rounding.
+CASES = [(run, False) for run in RUNS] + [(run, True) for run in RUNS if "beta0.01" not in run]
+
+
+@pytest.mark.parametrize(("run", "pool_before_conv"), CASES)
+def test_end_to_end_against_the_reference(
+    run, pool_before_conv, tiny_model, reference_stats, iba_reference
+):
+    maps, aux = replay(run, tiny_model, reference_stats, iba_reference, pool_before_conv)
     expected = iba_reference[run + "saliency"]
     span = expected.max() - expected.min()
     # Measured: <= 6.5e-5 of the map's range at β = 10, <= 1.5e-5 at β = 0.01.

@@ -16,6 +16,7 @@ from iba_jax.bottleneck import (
     noise_from_standard_normal,
     normalized_features,
     smooth,
+    standard_normal,
 )
 
 
@@ -96,3 +97,17 @@ def test_bottleneck_limits():
     np.testing.assert_array_equal(iba_bottleneck(features, zeros, eps), eps)
     np.testing.assert_array_equal(inverse_bottleneck(features, ones, eps), eps)
     np.testing.assert_array_equal(inverse_bottleneck(features, zeros, eps), features)
+
+
+@pytest.mark.parametrize("partitionable", [True, False])
+def test_standard_normal_depends_only_on_key_and_shape(partitionable):
+    key = jax.random.key(3)
+    expected = standard_normal(key, (50, 40, 30))
+    with jax.threefry_partitionable(partitionable):
+        again = jax.jit(standard_normal, static_argnums=1)(key, (50, 40, 30))
+    np.testing.assert_array_equal(again, expected)
+    assert expected.dtype == jnp.float32
+    # 60 000 draws: the sample mean and standard deviation are within 5 standard errors.
+    assert abs(float(expected.mean())) < 5 / np.sqrt(expected.size)
+    assert abs(float(expected.std()) - 1) < 5 / np.sqrt(2 * expected.size)
+    assert not np.array_equal(standard_normal(jax.random.key(4), (50, 40, 30)), expected)

@@ -35,9 +35,10 @@ def images():
     return jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
 
 
-def test_tiny_matches_torchvision_at_every_block(tiny_reference, tiny_state_dict):
+@pytest.mark.parametrize("pool_before_conv", [True, False])
+def test_tiny_matches_torchvision_at_every_block(tiny_reference, tiny_state_dict, pool_before_conv):
     variables, config = variables_from_state_dict(tiny_state_dict)
-    net = DenseNet(config)
+    net = DenseNet(config, pool_before_conv)
     x = channels_last(tiny_reference["x"])
     np.testing.assert_allclose(net.apply(variables, x), tiny_reference["logits"], atol=1e-5)
     layers = [k.removeprefix("out/") for k in tiny_reference if k.startswith("out/")]
@@ -47,6 +48,17 @@ def test_tiny_matches_torchvision_at_every_block(tiny_reference, tiny_state_dict
         np.testing.assert_allclose(
             nchw(outputs[layer]), tiny_reference[f"out/{layer}"], atol=1e-5, err_msg=layer
         )
+
+
+def test_transition_order_changes_rounding_only(tiny_variables, images):
+    torch_order = DenseNet(TINY.config, pool_before_conv=False)
+    assert jax.tree.structure(torch_order.abstract_variables()) == jax.tree.structure(
+        TINY.abstract_variables()
+    )
+    for layer in ("transition1", "transition3"):
+        fast, exact = (n.encode(tiny_variables, images, layer) for n in (TINY, torch_order))
+        np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
+        assert not np.array_equal(fast, exact)  # the order really differs
 
 
 @pytest.mark.parametrize("layer", TINY.layer_names)

@@ -6,7 +6,8 @@ The network is torchvision's ``DenseNet`` layer for layer, so that weights train
 * conv0 7x7/2 with explicit padding 3; norm0; relu0; pool0 = max-pool 3x3/2 with padding 1 filled
   with -inf (not SAME padding, which would shift the grid);
 * dense layers BN-ReLU-conv1x1(bn_size*growth)-BN-ReLU-conv3x3(growth, pad 1), each concatenated
-  after its input; transitions BN-ReLU-conv1x1(half)-avgpool 2x2/2;
+  after its input; transitions BN-ReLU-conv1x1(half)-avgpool 2x2/2 (by default computed as
+  pool, then convolution: the two linear maps commute, and the convolution costs a quarter);
 * norm5 (no ReLU inside the features), then ReLU, global average pool and the classifier;
 * BatchNorm epsilon 1e-5, momentum 0.1 in torch's convention (0.9 in flax's).
 
@@ -221,18 +222,21 @@ class _DenseBlock(nn.Module):
 
 class _Transition(nn.Module):
     out_features: int
+    pool_before_conv: bool
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = _batch_norm("norm")(x, use_running_average=not train)
-        x = _conv(self.out_features, 1, "conv")(nn.relu(x))
-        return nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = nn.relu(_batch_norm("norm")(x, use_running_average=not train))
+        conv = _conv(self.out_features, 1, "conv")
+        pool = lambda y: nn.avg_pool(y, (2, 2), strides=(2, 2))
+        return conv(pool(x)) if self.pool_before_conv else pool(conv(x))
 
 
 class _DenseNetModule(nn.Module):
     """Runs the stages strictly after ``start`` up to the last name in ``stops``."""
 
     config: DenseNetConfig
+    pool_before_conv: bool
 
     @nn.compact
     def __call__(
@@ -267,7 +271,7 @@ class _DenseNetModule(nn.Module):
             count = c.block_config[int(name.removeprefix("denseblock")) - 1]
             return _DenseBlock(count, c.growth_rate, c.bn_size, name=name)(h, train)
         if name.startswith("transition"):
-            return _Transition(h.shape[-1] // 2, name=name)(h, train)
+            return _Transition(h.shape[-1] // 2, self.pool_before_conv, name=name)(h, train)
         # The classifier stage: torchvision's forward() applies ReLU and pooling before it.
         pooled = jnp.mean(nn.relu(h), axis=(1, 2))
         return nn.Dense(c.num_classes, name=_CLASSIFIER)(pooled)
@@ -291,13 +295,22 @@ class DenseNet:
       (2, 4, 4, 32)
       >>> bool(jnp.allclose(net.decode(variables, h, "denseblock3"), net.apply(variables, x)))
       True
+
+    ``pool_before_conv`` (default True) runs each transition as avg-pool, then its 1x1
+    convolution; torchvision convolves first. The two linear maps commute, so the outputs are
+    equal in exact arithmetic (DenseNet-121 agrees with torchvision within 8.5e-7 relative
+    either way) and the
+    convolution costs a quarter: IBA after denseblock3 runs 17 % faster. Set it to False for
+    torchvision's rounding, bit for bit in order (useful only when comparing ill-conditioned
+    runs, such as IBA with a tiny β, where Adam amplifies rounding differences).
     """
 
     config: DenseNetConfig
+    pool_before_conv: bool = True
 
     @property
     def _module(self) -> _DenseNetModule:
-        return _DenseNetModule(self.config)
+        return _DenseNetModule(self.config, self.pool_before_conv)
 
     @property
     def layer_names(self) -> tuple[str, ...]:
