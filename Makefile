@@ -31,6 +31,7 @@ format: $(STAMP)
 bench: $(STAMP)  # about 20 minutes on a 2-core CPU
 	$(BIN)/python benchmarks/densenet_forward.py
 	$(BIN)/python benchmarks/attribution.py
+	$(BIN)/python benchmarks/data_build.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -31,6 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from iba_jax import checks
+from iba_jax.data.preprocess import NORMALIZATIONS, normalize
 from iba_jax.models.densenet import DenseNet, DenseNetConfig, Variables
 from iba_jax.stats import FeatureStats
 
@@ -38,14 +39,6 @@ FORMAT = "iba-jax-bundle"
 _BUNDLE_JSON = "bundle.json"
 _STATS_JSON = "stats.json"
 FORMAT_VERSION = 1
-
-NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    # torchvision ImageNet models, on pixels scaled to [0, 1].
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    # torchxrayvision: [0, 1] -> [-1024, 1024], i.e. (p - 0.5) * 2048.
-    "xrv": ((0.5,), (1.0 / 2048.0,)),
-    "none": ((0.0,), (1.0,)),
-}
 
 
 class CorruptBundleError(ValueError):
@@ -83,17 +76,8 @@ class InputSpec:
         return cls(image_size=image_size, mean=mean, std=std)
 
     def normalize(self, x01: jax.Array) -> jax.Array:
-        """Normalises channels-last images with pixels in [0, 1]."""
-        if len(self.mean) not in (1, x01.shape[-1]):
-            raise ValueError(
-                f"x01: expected 1 or {len(self.mean)} channels (last axis) for this input spec; "
-                f"got shape {tuple(x01.shape)}."
-            )
-        x01 = jnp.asarray(x01)
-        channel_axis = (1,) * (x01.ndim - 1) + (-1,)
-        mean = jnp.asarray(self.mean, x01.dtype).reshape(channel_axis)
-        std = jnp.asarray(self.std, x01.dtype).reshape(channel_axis)
-        return (x01 - mean) / std
+        """Normalises channels-last images with pixels in [0, 1] (numpy, jax or tf)."""
+        return normalize(x01, self.mean, self.std)
 
 
 @dataclasses.dataclass(frozen=True)

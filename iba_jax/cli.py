@@ -1,13 +1,15 @@
 """The ``iba-jax`` command.
 
 Subcommands:
-  convert   PyTorch DenseNet weights (.npz, .safetensors, .pt/.pth) -> model bundle directory
-  demo      the end-to-end demo (for now: a DenseNet forward pass on a synthetic chest-like image)
+  convert     PyTorch DenseNet weights (.npz, .safetensors, .pt/.pth) -> model bundle directory
+  demo        the end-to-end demo (for now: a DenseNet forward pass on a phantom chest image)
+  build-data  build a data set (NIH ChestX-ray14, BrixIA, cxr_phantoms) with TFDS
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -16,7 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iba_jax.bundle import NORMALIZATIONS, InputSpec, ModelBundle, load_bundle, save_bundle
+from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle
+from iba_jax.data import building, phantoms
+from iba_jax.data.preprocess import NORMALIZATIONS
 from iba_jax.labels import LABEL_SETS, parse_label_names
 from iba_jax.models.densenet import ARCHITECTURES, HEADS, DenseNet
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
@@ -44,17 +48,6 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"wrote the model bundle {args.out} (sha256 {checksum[:16]}...)")
 
 
-def _synthetic_chest_image(size: int, channels: int) -> np.ndarray:
-    """A smooth chest-like test image in [0, 1]: two dark lung fields in a bright thorax."""
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    thorax = np.exp(-((((xx - 0.5) / 0.42) ** 2 + ((yy - 0.55) / 0.5) ** 2) ** 2))
-    lungs = sum(
-        np.exp(-((((xx - cx) / 0.14) ** 2 + ((yy - 0.5) / 0.28) ** 2) ** 2)) for cx in (0.32, 0.68)
-    )
-    image = np.clip(0.15 + 0.7 * thorax - 0.45 * lungs, 0.0, 1.0).astype(np.float32)
-    return np.repeat(image[None, :, :, None], channels, axis=-1)
-
-
 def _demo(args: argparse.Namespace) -> None:
     if args.model is not None:
         bundle = load_bundle(args.model)
@@ -66,9 +59,9 @@ def _demo(args: argparse.Namespace) -> None:
         source = f"{args.arch}, random weights (seed {args.seed})"
     net = bundle.model
     size = args.image_size or bundle.input_spec.image_size
-    x = bundle.input_spec.normalize(
-        jnp.asarray(_synthetic_chest_image(size, bundle.config.in_channels))
-    )
+    phantom = phantoms.generate("classification", size, args.seed, "test", 0).image
+    channels = np.repeat(phantom[None, :, :, None], bundle.config.in_channels, axis=-1)
+    x = bundle.input_spec.normalize(jnp.asarray(channels))
     print(f"model: {source}; devices: {jax.devices()}")
     forward = jax.jit(lambda v, x: net.head_outputs(net.apply(v, x)))
     start = time.perf_counter()
@@ -77,10 +70,39 @@ def _demo(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     outputs = jax.block_until_ready(forward(bundle.variables, x))
     run_s = time.perf_counter() - start
-    print(f"input: synthetic chest-like image, {size}x{size}x{bundle.config.in_channels}")
+    print(f"input: cxr_phantoms test image 0, {size}x{size}x{bundle.config.in_channels}")
     for name, value in zip(bundle.label_names, np.asarray(outputs)[0], strict=True):
         print(f"  {name:20s} {value:+.4f}")
     print(f"first call (compile + run): {compile_s:.2f} s; second call: {run_s * 1e3:.1f} ms")
+
+
+def _build_data(args: argparse.Namespace) -> None:
+    config = args.config
+    if args.on_bad_image is not None:
+        cls = building.builder_class(args.name)
+        named = {c.name: c for c in cls.BUILDER_CONFIGS}
+        base = named.get(config or cls.BUILDER_CONFIGS[0].name)
+        if base is None or not hasattr(base, "on_bad_image"):
+            raise ValueError(
+                f"--on-bad-image: {args.name} config {config!r} has no such setting "
+                f"(configs: {', '.join(named)})."
+            )
+        config = dataclasses.replace(base, on_bad_image=args.on_bad_image)
+    start = time.perf_counter()
+    builder = building.build(
+        args.name,
+        data_dir=args.data_dir,
+        config=config,
+        manual_dir=args.manual_dir,
+        progress=True,
+    )
+    sizes = ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items())
+    print(f"built {builder.data_dir} in {time.perf_counter() - start:.1f} s: {sizes}")
+    skipped = builder.info.metadata.get("skipped_images", {})
+    for name, reason in skipped.items():
+        print(f"  skipped {name}: {reason}")
+    if skipped:
+        print(f"{len(skipped)} image(s) skipped (listed above and in the data set's metadata)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +162,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    data = sub.add_parser(
+        "build-data",
+        help="build a data set with TFDS (offline: from --manual-dir for the real ones)",
+        description="examples:\n"
+        "  iba-jax build-data cxr_phantoms --config classification_64 --data-dir ~/tfds\n"
+        "  iba-jax build-data nih_chest_xray14 --config 224 --manual-dir ~/NIH --data-dir ~/tfds\n"
+        "  iba-jax build-data brixia --manual-dir ~/brixia --data-dir ~/tfds --on-bad-image skip",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data.add_argument("name", choices=sorted(building.BUILDER_MODULES))
+    data.add_argument("--config", default=None, help="builder config (default: the first)")
+    data.add_argument("--data-dir", required=True, help="where TFDS keeps built data sets")
+    data.add_argument("--manual-dir", default=None, help="the downloaded release (NIH, BrixIA)")
+    data.add_argument(
+        "--on-bad-image",
+        choices=building.BAD_IMAGE_POLICIES,
+        default=None,
+        help="stop at a missing/unreadable image (fail, the default) or skip and list it",
+    )
+    data.set_defaults(func=_build_data)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The `iba-jax` command: convert and demo."""
+"""The `iba-jax` command: convert, demo and build-data."""
 
 import numpy as np
 
@@ -77,3 +77,14 @@ def test_demo_runs_a_bundle(tmp_path, tiny_state_dict, capsys):
 def test_demo_with_random_weights(capsys):
     assert main(["demo", "--arch", "tiny", "--image-size", "64"]) == 0
     assert "Hernia" in capsys.readouterr().out
+
+
+def test_build_data_builds_and_reports_the_splits(tmp_path, capsys):
+    args = ["build-data", "cxr_phantoms", "--config", "regression_64_mini"]
+    assert main([*args, "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "regression_64_mini" in out and "train 32, validation 8, test 8" in out
+    assert main([*args, "--data-dir", str(tmp_path), "--on-bad-image", "skip"]) == 2
+    assert "--on-bad-image: cxr_phantoms config 'regression_64_mini' has no such setting" in (
+        capsys.readouterr().err
+    )

@@ -1,0 +1,158 @@
+"""Building the data sets with TFDS and reading them back without TensorFlow.
+
+The builders write ArrayRecord files, which ``tfds.data_source`` reads with random access into
+numpy; TensorFlow is needed by neither step (it is not a dependency). With TensorFlow installed,
+``tfds.load`` reads the same files into ``tf.data``.
+
+>>> import tempfile
+>>> from iba_jax.data import building
+>>> data_dir = tempfile.mkdtemp()
+>>> _ = building.build("cxr_phantoms", config="classification_64_mini", data_dir=data_dir)
+>>> source = building.data_source(
+...     "cxr_phantoms", "test", config="classification_64_mini", data_dir=data_dir
+... )
+>>> batch = next(building.numpy_batches(source, 4))
+>>> batch["image"].shape, batch["labels"].shape
+((4, 64, 64, 1), (4, 4))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+# TFDS name -> the module that defines (and so registers) its builder.
+BUILDER_MODULES = {
+    "nih_chest_xray14": "iba_jax.data.nih",
+    "brixia": "iba_jax.data.brixia",
+    "cxr_phantoms": "iba_jax.data.phantoms",
+}
+BAD_IMAGE_POLICIES = ("fail", "skip")
+FILE_FORMAT = "array_record"
+
+
+class BadImages:
+    """What a builder does with an image it cannot read: fail at once, or skip and report.
+
+    Skipped images are logged one by one with their reason and listed, with the reason, in the
+    built data set's metadata (``builder.info.metadata["skipped_images"]``): never dropped in
+    silence.
+    """
+
+    def __init__(self, policy: str, metadata: tfds.core.MetadataDict) -> None:
+        if policy not in BAD_IMAGE_POLICIES:
+            raise ValueError(
+                f"on_bad_image: expected one of {', '.join(BAD_IMAGE_POLICIES)}; got {policy!r}."
+            )
+        self.policy = policy
+        self.metadata = metadata
+        self.metadata.setdefault("skipped_images", {})
+
+    def handle(self, name: str, error: Exception) -> None:
+        """Raises ``error`` under the "fail" policy; records and logs it under "skip"."""
+        if self.policy == "fail":
+            raise error
+        self.metadata["skipped_images"][name] = str(error)
+        logging.warning("Skipping image %s: %s", name, error)
+
+
+def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
+    """The builder class of one of our data sets (imported on first use)."""
+    if name not in BUILDER_MODULES:
+        raise ValueError(f"name: expected one of {', '.join(BUILDER_MODULES)}; got {name!r}.")
+    module = importlib.import_module(BUILDER_MODULES[name])
+    return module.BUILDER
+
+
+def build(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str],
+    config: str | tfds.core.BuilderConfig | None = None,
+    manual_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> tfds.core.DatasetBuilder:
+    """Builds (or finds already built) one of the data sets under ``data_dir``.
+
+    Args:
+      name: ``nih_chest_xray14``, ``brixia`` or ``cxr_phantoms``.
+      data_dir: where TFDS keeps built data sets.
+      config: a builder config or its name (the builder's first by default).
+      manual_dir: the folder holding the downloaded release (NIH, BrixIA); the phantoms need
+        none.
+      progress: show TFDS' messages and progress bars (the command line does); by default the
+        build is silent, except for the warnings about skipped images.
+
+    Returns:
+      The prepared builder; its ``info`` lists splits, features and skipped images.
+    """
+    builder = builder_class(name)(
+        config=config, data_dir=os.fspath(data_dir), file_format=FILE_FORMAT
+    )
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=None if manual_dir is None else os.fspath(manual_dir)
+    )
+    if progress:
+        builder.download_and_prepare(download_config=download_config)
+    else:  # TFDS prints to stdout and draws tqdm bars on stderr; logging is not redirected
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            builder.download_and_prepare(download_config=download_config)
+    return builder
+
+
+def data_source(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | os.PathLike[str],
+    config: str | tfds.core.BuilderConfig | None = None,
+) -> Sequence[dict[str, Any]]:
+    """Random access to a built split: ``source[i]`` is one example as numpy values."""
+    builder = builder_class(name)(config=config, data_dir=os.fspath(data_dir))
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"{name}/{builder.builder_config.name} is not built under {data_dir}: run "
+            f"`iba-jax build-data {name} --config {builder.builder_config.name} "
+            f"--data-dir {data_dir}` first."
+        )
+    return builder.as_data_source(split=split)
+
+
+def numpy_batches(
+    source: Sequence[dict[str, Any]],
+    batch_size: int,
+    *,
+    seed: int | None = None,
+    drop_remainder: bool = False,
+    keys: Sequence[str] | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Stacks examples of a data source into batches of numpy arrays.
+
+    Args:
+      source: a data source (or any sequence of example dicts).
+      batch_size: examples per batch.
+      seed: shuffle the order with this seed (in order when None).
+      drop_remainder: drop a last, smaller batch.
+      keys: the features to keep (all by default). Variable-length features (boxes, objects)
+        cannot be stacked: leave them out, or read them from ``source[i]``.
+    """
+    order = np.arange(len(source))
+    if seed is not None:
+        order = np.random.default_rng(seed).permutation(order)
+    stop = len(order) - len(order) % batch_size if drop_remainder else len(order)
+    for start in range(0, stop, batch_size):
+        examples = [source[int(i)] for i in order[start : start + batch_size]]
+        names = keys if keys is not None else _stackable(examples[0])
+        yield {k: np.stack([np.asarray(e[k]) for e in examples]) for k in names}
+
+
+def _stackable(example: dict[str, Any]) -> list[str]:
+    return [k for k, v in example.items() if not isinstance(v, list | dict)]

@@ -1,0 +1,209 @@
+"""From files to model inputs: decoding, resizing, boxes and normalisation.
+
+Everything here is a plain function of numpy arrays (decoding and resizing use Pillow and
+pydicom), so the same code serves the TFDS builders, the command line and a user's own loader.
+``normalize`` uses arithmetic only, so it also runs on jax arrays and on TensorFlow tensors inside
+``tf.data``.
+
+Conventions: an image is float32 with pixels in [0, 1], shape ``(H, W)`` (grayscale) or
+``(H, W, C)``; a box is ``(ymin, xmin, ymax, xmax)`` in [0, 1] of the image height and width
+(TFDS' ``BBoxFeature`` order).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+
+from iba_jax import checks
+
+# (mean, std) per channel, applied to pixels in [0, 1]: x = (p - mean) / std.
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    # torchvision ImageNet models (the paper's DenseNet-121s).
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # torchxrayvision: [0, 1] -> [-1024, 1024], i.e. (p - 0.5) * 2048.
+    "xrv": ((0.5,), (1.0 / 2048.0,)),
+    # Pixels in [0, 1] as they are.
+    "none": ((0.0,), (1.0,)),
+}
+
+_DICOM_MAGIC_OFFSET = 128  # DICOM Part 10 files: 128-byte preamble, then b"DICM".
+
+
+class UnreadableImageError(ValueError):
+    """An image file that cannot be decoded; the message names the file and the cause."""
+
+
+def normalize(x01: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """``(x01 - mean) / std`` per channel on channels-last images with pixels in [0, 1].
+
+    Works on numpy and jax arrays and TensorFlow tensors of any rank (the last axis is the
+    channel axis); one mean/std value is broadcast to every channel.
+
+    >>> import numpy as np
+    >>> normalize(np.ones((2, 2, 1), np.float32), *NORMALIZATIONS["xrv"]).max()
+    np.float32(1024.0)
+    """
+    channels = x01.shape[-1]
+    if len(mean) != len(std) or len(mean) not in (1, channels):
+        raise ValueError(
+            f"mean, std: expected 1 or {channels} values each (one per channel of x01, shape "
+            f"{tuple(x01.shape)}); got {len(mean)} and {len(std)}."
+        )
+    along_channels = (1,) * (len(x01.shape) - 1) + (-1,)  # explicit ranks: no implicit promotion
+    mean = np.asarray(mean, np.float32).reshape(along_channels)
+    std = np.asarray(std, np.float32).reshape(along_channels)
+    return (x01 - mean) / std
+
+
+def _is_dicom(data: bytes) -> bool:
+    return data[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + 4] == b"DICM"
+
+
+def read_image(source: str | os.PathLike[str] | bytes) -> np.ndarray:
+    """Decodes a PNG (8 or 16 bit), JPEG or DICOM file to float32 pixels in [0, 1].
+
+    Args:
+      source: a path or the file's bytes. DICOM is recognised by its "DICM" marker, whatever
+        the file is called.
+
+    Returns:
+      ``(H, W)`` for grayscale images, ``(H, W, 3)`` for colour ones (an alpha channel is
+      dropped).
+
+    Raises:
+      FileNotFoundError: naming the path, when it does not exist.
+      UnreadableImageError: naming the file, when it cannot be decoded.
+    """
+    name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    if _is_dicom(data):
+        return read_dicom(data, name=name)
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            return _pil_to_unit_range(image)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise UnreadableImageError(
+            f"{name}: not a readable PNG/JPEG/DICOM image ({error})."
+        ) from error
+
+
+def _pil_to_unit_range(image: PIL.Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale PNGs: Pillow reports full-range 16-bit data as mode I or I;16.
+        pixels = np.asarray(image, dtype=np.float64)
+        return (pixels / 65535.0).clip(0.0, 1.0).astype(np.float32)
+    if image.mode in ("1", "L", "P", "LA"):
+        image = image.convert("L")
+    elif image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def read_dicom(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> np.ndarray:
+    """A DICOM radiograph as displayed: float32 ``(H, W)`` in [0, 1], bright = dense.
+
+    The stored values go through the modality LUT (rescale slope/intercept), then the VOI LUT
+    or window when the file has one, are inverted for MONOCHROME1 (where 0 is white), and are
+    finally scaled to [0, 1] by their minimum and maximum (a constant image becomes 0).
+
+    Args:
+      source: a path or the file's bytes.
+      name: the file's name for error messages (defaults to the path).
+    """
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    if name is None:
+        name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+    stream = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+    try:
+        ds = pydicom.dcmread(stream)
+        pixels = ds.pixel_array
+    except Exception as error:  # pydicom raises many kinds for broken files
+        raise UnreadableImageError(f"{name}: not a readable DICOM image ({error}).") from error
+    if pixels.ndim != 2:
+        raise UnreadableImageError(
+            f"{name}: expected a single-frame grayscale DICOM image; got pixel data of shape "
+            f"{pixels.shape}."
+        )
+    values = apply_modality_lut(pixels, ds)
+    if "VOILUTSequence" in ds:
+        # A LUT is indexed by integers; the modality LUT may have turned them into floats.
+        values = apply_voi_lut(np.round(values).astype(np.int64), ds, index=0)
+    elif "WindowCenter" in ds:
+        values = apply_voi_lut(values, ds, index=0)
+    values = np.asarray(values, dtype=np.float64)
+    if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+        values = -values
+    low, high = values.min(), values.max()
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    return scaled.astype(np.float32)
+
+
+def center_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
+    """The central square ``(top, left, bottom, right)`` of an image of this size."""
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return top, left, top + side, left + side
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resizes ``(H, W)`` or ``(H, W, C)`` float pixels to ``size`` x ``size``, bilinearly.
+
+    Pillow's bilinear filter widens with the scale when shrinking (it averages all the source
+    pixels under each target pixel), as torchvision's ``Resize`` does on PIL images, so a
+    1024 px radiograph becomes 224 px without aliasing.
+    """
+    checks.check_positive_int("size", size)
+    if image.ndim == 2:
+        out = PIL.Image.fromarray(image.astype(np.float32), mode="F")
+        return np.asarray(out.resize((size, size), PIL.Image.Resampling.BILINEAR))
+    return np.stack([resize(image[..., c], size) for c in range(image.shape[-1])], axis=-1)
+
+
+def square(image: np.ndarray, size: int) -> np.ndarray:
+    """The central square of ``image`` (as torchxrayvision crops), resized to ``size``."""
+    top, left, bottom, right = center_crop_box(*image.shape[:2])
+    return resize(image[top:bottom, left:right], size)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[0, 1] floats to uint8 by rounding (0.5/255 is the largest error)."""
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def boxes_from_pixels(xywh: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pixel boxes ``(x, y, w, h)`` of an image of this size -> normalised (ymin, xmin, ymax, xmax).
+
+    Coordinates are clipped to the image.
+
+    >>> boxes_from_pixels(np.array([[256.0, 512.0, 128.0, 256.0]]), 1024, 1024)
+    array([[0.5  , 0.25 , 0.75 , 0.375]], dtype=float32)
+    """
+    xywh = np.asarray(xywh, np.float64).reshape(-1, 4)
+    x, y, w, h = xywh.T
+    boxes = np.stack([y / height, x / width, (y + h) / height, (x + w) / width], axis=-1)
+    return np.clip(boxes, 0.0, 1.0).astype(np.float32)
+
+
+def crop_boxes(
+    boxes: np.ndarray, height: int, width: int, crop: tuple[int, int, int, int]
+) -> np.ndarray:
+    """Normalised boxes of a ``height`` x ``width`` image -> normalised boxes of its ``crop``.
+
+    ``crop`` is ``(top, left, bottom, right)`` in pixels; resizing the crop leaves normalised
+    boxes unchanged. Parts outside the crop are clipped away.
+    """
+    top, left, bottom, right = crop
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scale = np.array([height, width, height, width], np.float64)
+    offset = np.array([top, left, top, left], np.float64)
+    extent = np.array([bottom - top, right - left] * 2, np.float64)
+    return np.clip((boxes * scale - offset) / extent, 0.0, 1.0).astype(np.float32)
