@@ -333,11 +333,26 @@ class DenseNet:
         self._check_images(x)
         return self._run(variables, x, None, (_CLASSIFIER,))[_CLASSIFIER]
 
-    def apply_train(self, variables: Variables, x: jax.Array) -> tuple[jax.Array, Variables]:
-        """Logits in training mode (batch statistics) and the updated ``batch_stats``."""
+    def apply_train(
+        self, variables: Variables, x: jax.Array, frozen_until: str | None = None
+    ) -> tuple[jax.Array, Variables]:
+        """Logits in training mode (batch statistics) and the updated ``batch_stats``.
+
+        With ``frozen_until`` (a layer name), the stages up to and including it run in inference
+        mode without gradients, as a fixed feature extractor: their BatchNorm statistics are
+        neither used from the batch nor updated.
+        """
         self._check_images(x)
+        if frozen_until is not None:
+            checks.check_choice("frozen_until", frozen_until, self.layer_names)
+            x = jax.lax.stop_gradient(self._run(variables, x, None, (frozen_until,))[frozen_until])
         out, updates = self._module.apply(
-            variables, x, start=None, stops=(_CLASSIFIER,), train=True, mutable=["batch_stats"]
+            variables,
+            x,
+            start=frozen_until,
+            stops=(_CLASSIFIER,),
+            train=True,
+            mutable=["batch_stats"],
         )
         return out[_CLASSIFIER], updates["batch_stats"]
 
