@@ -32,6 +32,7 @@ bench: $(STAMP)  # about 20 minutes on a 2-core CPU
 	$(BIN)/python benchmarks/densenet_forward.py
 	$(BIN)/python benchmarks/attribution.py
 	$(BIN)/python benchmarks/data_build.py
+	$(BIN)/python benchmarks/training.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -47,6 +47,7 @@ from iba_jax.objectives import (
     target_bce,
     vector_bce,
 )
+from iba_jax.pretrained import load_pretrained
 from iba_jax.stats import FeatureStats, estimate_feature_stats
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "inverse_iba",
     "load_bundle",
     "load_feature_stats",
+    "load_pretrained",
     "load_state_dict",
     "multilayer_iba",
     "regression_iba",

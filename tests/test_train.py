@@ -14,9 +14,16 @@ import numpy as np
 import pytest
 
 from iba_jax.bundle import load_bundle
-from train import data, losses
+from train import augment, data, losses
 from train.config import load_config
-from train.trainer import CorruptCheckpointError, build_model, train
+from train.trainer import (
+    CorruptCheckpointError,
+    TrainState,
+    build_model,
+    make_optimizer,
+    make_train_step,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "train" / "configs").glob("*.py"))
@@ -236,3 +243,35 @@ def test_four_devices_give_the_same_model(smoke, uninterrupted, tmp_path, data_d
         params_of(tmp_path),
         params_of(workdir),
     )
+
+
+def test_augmentation_identity_and_shape():
+    x = jax.random.uniform(jax.random.key(0), (3, 16, 16, 2))
+    same = augment.random_affine(
+        jax.random.key(1), x, crop_scale=(1.0, 1.0), rotate_degrees=0.0, translate=0.0
+    )
+    np.testing.assert_allclose(same, x, atol=1e-5)
+    moved = augment.random_affine(
+        jax.random.key(1), x, crop_scale=(0.5, 0.9), rotate_degrees=10.0, translate=0.1
+    )
+    assert moved.shape == x.shape and not np.allclose(moved, x)
+    assert float(moved.min()) >= float(x.min()) and float(moved.max()) <= float(x.max())
+
+
+def test_bfloat16_step_keeps_float32_parameters(smoke):
+    cfg = smoke.replace(dtype="bfloat16")
+    model = build_model(cfg)
+    variables = model.init(jax.random.key(0), 64)
+    optimizer = make_optimizer(cfg, 10, variables["params"], ())
+    state = TrainState(
+        jnp.zeros((), jnp.int32),
+        variables["params"],
+        variables["batch_stats"],
+        optimizer.init(variables["params"]),
+    )
+    step = jax.jit(make_train_step(cfg, model, optimizer, None, ()))
+    images = jnp.full((8, 64, 64, 1), 100, jnp.uint8)
+    new, loss = step(state, images, jnp.zeros((8, 4)), jax.random.key(1))
+    assert np.isfinite(float(loss))
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(new.params))
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(new.batch_stats))

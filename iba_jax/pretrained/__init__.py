@@ -1,0 +1,28 @@
+"""Models shipped with iba-jax: a classifier and a severity regressor of the phantom set.
+
+Both are small DenseNets (growth 12, blocks 2-4-8-6, 24 initial features; 1-channel 128 px
+input, pixels in [0, 1]) trained by ``train/`` on ``cxr_phantoms``; the README in this folder
+gives the exact commands and their test-split metrics. They are what the demo, the notebooks
+and the phantom benchmark explain.
+
+>>> from iba_jax.pretrained import load_pretrained
+>>> bundle = load_pretrained("phantoms_cls")
+>>> bundle.label_names, bundle.input_spec.image_size
+(('Mass', 'Nodule', 'Effusion', 'Cardiomegaly'), 128)
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+
+from iba_jax import checks
+from iba_jax.bundle import ModelBundle, load_bundle
+
+PRETRAINED = ("phantoms_cls", "phantoms_reg")
+
+
+def load_pretrained(name: str) -> ModelBundle:
+    """One of the shipped model bundles: ``phantoms_cls`` or ``phantoms_reg``."""
+    checks.check_choice("name", name, PRETRAINED)
+    with importlib.resources.as_file(importlib.resources.files(__name__) / name) as directory:
+        return load_bundle(directory)

@@ -1,0 +1,44 @@
+"""The shipped phantom models still reach their targets on the phantom test split."""
+
+import jax
+import numpy as np
+import pytest
+
+from iba_jax.data import phantoms
+from iba_jax.data.preprocess import to_uint8
+from iba_jax.pretrained import PRETRAINED, load_pretrained
+from train.metrics import classification_metrics, regression_metrics
+
+TEST_IMAGES = 300  # the test split of the classification_128 / regression_128 configs
+
+
+def outputs_on_the_test_split(name, task):
+    bundle = load_pretrained(name)
+    size = bundle.input_spec.image_size
+    truth = [phantoms.generate(task, size, 0, "test", i) for i in range(TEST_IMAGES)]
+    # The images exactly as the TFDS build stores them (uint8), then as the trainer feeds them.
+    images = np.stack([to_uint8(p.image) for p in truth])[..., None] / np.float32(255)
+    x = bundle.input_spec.normalize(images.astype(np.float32))
+    net = bundle.model
+    outputs = jax.jit(lambda v, x: net.head_outputs(net.apply(v, x)))(bundle.variables, x)
+    return np.asarray(outputs), truth
+
+
+def test_classifier_mean_auc_is_at_least_0_95():
+    scores, truth = outputs_on_the_test_split("phantoms_cls", "classification")
+    labels = np.stack([p.labels for p in truth]).astype(float)
+    result = classification_metrics(scores, labels, phantoms.FINDINGS)
+    assert result["mean_auc"] >= 0.95 - 1e-3, result  # measured at shipping: 0.9995
+
+
+def test_regressor_mae_is_at_most_1_5():
+    predictions, truth = outputs_on_the_test_split("phantoms_reg", "regression")
+    scores = np.array([p.zone_scores.sum() for p in truth], float)
+    result = regression_metrics(predictions[:, 0], scores)
+    assert result["mae"] <= 1.5 + 1e-3, result
+
+
+def test_unknown_names_are_refused():
+    assert PRETRAINED == ("phantoms_cls", "phantoms_reg")
+    with pytest.raises(ValueError, match="name: expected one of 'phantoms_cls'"):
+        load_pretrained("chexnet")
