@@ -51,11 +51,12 @@ def gaussian_kernel_1d(sigma: float) -> np.ndarray:
     return (taps / taps.sum()).astype(np.float32)
 
 
-def smooth(lam: jax.Array, sigma: float) -> jax.Array:
+def smooth(lam: jax.Array, sigma: float, *, name: str = "lam") -> jax.Array:
     """Gaussian smoothing of ``lam`` ``(..., h, w, c)`` over h and w, per channel.
 
     Reflection padding (the edge is not repeated, as torch's ``ReflectionPad2d``); the kernel is
-    separable, so this is two 1-D passes. ``sigma = 0`` returns ``lam`` unchanged.
+    separable, so this is two 1-D passes. ``sigma = 0`` returns ``lam`` unchanged. It blurs
+    images too (``name`` is the argument named in errors).
 
     Example:
       >>> lam = jnp.full((6, 6, 2), 0.3)
@@ -69,7 +70,7 @@ def smooth(lam: jax.Array, sigma: float) -> jax.Array:
     h, w = lam.shape[-3], lam.shape[-2]
     if min(h, w) <= half:
         raise ValueError(
-            f"lam: a {h}x{w} feature map is too small for reflection padding by {half} "
+            f"{name}: a {h}x{w} map is too small for reflection padding by {half} "
             f"(smoothing sigma {sigma}); use a larger input image or sigma=0."
         )
     for axis in (-3, -2):
