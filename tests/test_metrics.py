@@ -1,0 +1,119 @@
+"""Faithfulness, localisation and correlation metrics: hand-computed cases and sanity checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from iba_jax.metrics import correlation, faithfulness, localisation
+from iba_jax.metrics.ordering import pixel_ranks, top_pixels
+from iba_jax.models import DenseNet, densenet_tiny
+
+
+def pixel_sum(images, index=0):
+    """A linear 'model': the sum of the pixels."""
+    return images.sum(axis=(1, 2, 3))
+
+
+def test_ranks_break_ties_in_raster_order():
+    maps = jnp.array([[[1.0, 1.0], [2.0, 0.0]]])
+    np.testing.assert_array_equal(pixel_ranks(maps)[0], [[1, 2], [0, 3]])
+    np.testing.assert_array_equal(top_pixels(maps, [2])[0], [[True, False], [True, False]])
+
+
+def test_insertion_deletion_hand_computed():
+    image = jnp.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 2, 2, 1)
+    curves = faithfulness.insertion_deletion(
+        pixel_sum, image, image[..., 0], pixels_per_step=1, baseline="zero"
+    )
+    np.testing.assert_allclose(curves.fraction, [0, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_allclose(curves.insertion[0], [0, 4, 7, 9, 10])
+    np.testing.assert_allclose(curves.deletion[0], [10, 6, 3, 1, 0])
+    np.testing.assert_allclose(curves.insertion_auc, [6.25])
+    np.testing.assert_allclose(curves.deletion_auc, [3.75])
+    reverse = faithfulness.insertion_deletion(
+        pixel_sum, image, -image[..., 0], pixels_per_step=1, baseline="zero"
+    )
+    assert reverse.insertion_auc[0] < curves.insertion_auc[0]
+    assert reverse.deletion_auc[0] > curves.deletion_auc[0]
+    uneven = faithfulness.insertion_deletion(
+        pixel_sum, image, image[..., 0], pixels_per_step=3, baseline="zero"
+    )
+    np.testing.assert_allclose(uneven.fraction, [0, 0.75, 1])  # the last step moves fewer
+
+
+def test_insertion_deletion_on_a_model():
+    net = DenseNet(densenet_tiny(head="sigmoid"))
+    variables = net.init(jax.random.key(0), 64)
+    images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+    maps = jax.random.uniform(jax.random.key(2), (2, 64, 64))
+    score = faithfulness.target_score(net, variables, [0, 2])
+    curves = faithfulness.insertion_deletion(score, images, maps, batch_size=16)
+    assert curves.insertion.shape == curves.deletion.shape == (2, 51)
+    probabilities = net.head_outputs(net.apply(variables, images))
+    np.testing.assert_allclose(curves.deletion[:, 0], probabilities[[0, 1], [0, 2]], rtol=1e-5)
+    assert np.all((curves.insertion_auc >= 0) & (curves.insertion_auc <= 1))
+
+
+def test_sensitivity_n_is_one_for_the_exact_attribution_of_a_linear_model():
+    images = jax.random.uniform(jax.random.key(0), (1, 16, 16, 1))
+    ns, exact = faithfulness.sensitivity_n(
+        pixel_sum, images, images[..., 0], jax.random.key(1), samples=30
+    )
+    np.testing.assert_allclose(exact, 1.0, atol=1e-5)
+    assert ns[0] >= 1 and ns[-1] <= 0.8 * 256
+    _, noise = faithfulness.sensitivity_n(
+        pixel_sum,
+        images,
+        jax.random.uniform(jax.random.key(2), (1, 16, 16)),
+        jax.random.key(1),
+        samples=30,
+    )
+    assert np.nanmean(noise) < 0.9
+
+
+def test_box_masks_iou_pointing_and_mass():
+    mask = localisation.box_mask(np.array([[0.0, 0.0, 0.5, 0.5]]), 4, 4)
+    assert mask.sum() == 4 and mask[:2, :2].all()
+    maps = jnp.zeros((1, 4, 4)).at[0, 0, 0].set(3.0).at[0, 3, 3].set(1.0)
+    truth = jnp.asarray(mask)[None]
+    assert bool(localisation.pointing_game(maps, truth)[0])
+    np.testing.assert_allclose(localisation.mass_inside(maps, truth), [0.75])
+    predicted = jnp.zeros((1, 4, 4), bool).at[0, :2, :4].set(True)
+    np.testing.assert_allclose(localisation.iou(predicted, truth), [0.5])
+    area = localisation.binarize_for(maps, truth, "area")
+    assert int(area.sum()) == 4 and bool(area[0, 0, 0]) and bool(area[0, 3, 3])
+    with pytest.raises(ValueError, match="rule: expected one of"):
+        localisation.binarize_for(maps, truth, "half")
+
+
+def test_lung_zones_and_zone_iou():
+    lungs = np.zeros((12, 10), bool)
+    lungs[1:10, 1:4] = True
+    lungs[3:12, 6:9] = True
+    zones = localisation.lung_zones(lungs)
+    assert sorted(np.unique(zones)) == list(range(7))
+    assert (zones[1:4, 1:4] == 1).all() and (zones[7:10, 1:4] == 3).all()
+    assert (zones[3:6, 6:9] == 4).all() and (zones[9:12, 6:9] == 6).all()
+    scores = np.array([[0, 2, 0, 0, 0, 3]])
+    perfect = jnp.asarray(np.isin(zones, [2, 6]), jnp.float32)[None]
+    np.testing.assert_allclose(localisation.zone_iou(perfect, zones[None], scores), [1.0])
+
+
+def test_pearson_and_its_random_control():
+    a = jax.random.uniform(jax.random.key(0), (2, 64, 64))
+    np.testing.assert_allclose(correlation.pearson(a, a), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(correlation.pearson(a, -a), -1.0, rtol=1e-5)
+    assert np.isnan(correlation.pearson(jnp.ones((1, 4, 4)), a[:1, :4, :4])[0])
+    control = correlation.random_map_pearson(jax.random.key(1), a)
+    assert np.all(np.abs(control) < 0.1)
+
+
+def test_bad_maps_are_refused_by_name():
+    images = jnp.zeros((1, 8, 8, 1))
+    with pytest.raises(ValueError, match="maps: expected one map per image of shape"):
+        faithfulness.insertion_deletion(pixel_sum, images, jnp.zeros((1, 4, 4)))
+    with pytest.raises(ValueError, match="maps: expected finite values"):
+        faithfulness.insertion_deletion(pixel_sum, images, jnp.full((1, 8, 8), jnp.nan))
+    with pytest.raises(ValueError, match="baseline: expected one of"):
+        faithfulness.insertion_deletion(pixel_sum, images, jnp.zeros((1, 8, 8)), baseline="grey")
