@@ -4,6 +4,8 @@ Subcommands:
   convert     PyTorch DenseNet weights (.npz, .safetensors, .pt/.pth) -> model bundle directory
   demo        the end-to-end demo (for now: a DenseNet forward pass on a phantom chest image)
   build-data  build a data set (NIH ChestX-ray14, BrixIA, cxr_phantoms) with TFDS
+  estimate    feature statistics over a data set, stored in a model bundle (for IBA)
+  evaluate    attribution methods on a data set split: per-image results and a summary
 """
 
 from __future__ import annotations
@@ -13,17 +15,22 @@ import dataclasses
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
-from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle
+from iba_jax import evaluation
+from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
 from iba_jax.data import building, phantoms
-from iba_jax.data.preprocess import NORMALIZATIONS
+from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
 from iba_jax.labels import LABEL_SETS, parse_label_names
 from iba_jax.models.densenet import ARCHITECTURES, HEADS, DenseNet
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
+from iba_jax.stats import estimate_feature_stats
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -79,18 +86,18 @@ def _demo(args: argparse.Namespace) -> None:
 def _build_data(args: argparse.Namespace) -> None:
     config = args.config
     if args.on_bad_image is not None:
-        cls = building.builder_class(args.name)
+        cls = building.builder_class(args.dataset)
         named = {c.name: c for c in cls.BUILDER_CONFIGS}
         base = named.get(config or cls.BUILDER_CONFIGS[0].name)
         if base is None or not hasattr(base, "on_bad_image"):
             raise ValueError(
-                f"--on-bad-image: {args.name} config {config!r} has no such setting "
+                f"--on-bad-image: {args.dataset} config {config!r} has no such setting "
                 f"(configs: {', '.join(named)})."
             )
         config = dataclasses.replace(base, on_bad_image=args.on_bad_image)
     start = time.perf_counter()
     builder = building.build(
-        args.name,
+        args.dataset,
         data_dir=args.data_dir,
         config=config,
         manual_dir=args.manual_dir,
@@ -103,6 +110,92 @@ def _build_data(args: argparse.Namespace) -> None:
         print(f"  skipped {name}: {reason}")
     if skipped:
         print(f"{len(skipped)} image(s) skipped (listed above and in the data set's metadata)")
+
+
+def _model_inputs_of(bundle: ModelBundle, images: np.ndarray) -> jax.Array:
+    return bundle.input_spec.normalize(unit_range(images, bundle.config.in_channels))
+
+
+def _check_image_size(bundle: ModelBundle, source: Any, name: str) -> None:
+    size = source[0]["image"].shape[0]
+    if size != bundle.input_spec.image_size:
+        raise ValueError(
+            f"--config: the model takes {bundle.input_spec.image_size} px images; {name} has "
+            f"{size} px images (choose the config of that size)."
+        )
+
+
+def _bundle_and_split(args: argparse.Namespace) -> tuple[ModelBundle, Any]:
+    """The model bundle and the data set split (built first if needed) of a command."""
+    bundle = load_bundle(args.model)
+    building.build(
+        args.dataset, config=args.config, data_dir=args.data_dir, manual_dir=args.manual_dir
+    )
+    source = building.data_source(
+        args.dataset, args.split, config=args.config, data_dir=args.data_dir
+    )
+    _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
+    return bundle, source
+
+
+def _estimate(args: argparse.Namespace) -> None:
+    bundle, source = _bundle_and_split(args)
+    layers = tuple(name.strip() for name in args.layers.split(","))
+    count = min(args.images, len(source))
+    batches = (
+        _model_inputs_of(bundle, batch["image"])
+        for batch in building.numpy_batches(source, args.batch_size, keys=("image",))
+    )
+    start = time.perf_counter()
+    stats = estimate_feature_stats(
+        bundle.model, bundle.variables, tqdm(batches, desc="estimate"), layers, max_samples=count
+    )
+    description = f"{args.dataset}/{args.config} split {args.split}, first {count} images"
+    for layer, layer_stats in stats.items():
+        save_feature_stats(args.model, layer, layer_stats, description=description)
+    print(
+        f"estimated {', '.join(layers)} over {count} images in {time.perf_counter() - start:.1f} s"
+        f"; stored in {args.model}/stats/"
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    bundle, source = _bundle_and_split(args)
+    methods = tuple(m.strip() for m in args.methods.split(","))
+    config = evaluation.EvaluationConfig(methods=methods, limit=args.limit, seed=args.seed)
+    stats = evaluation.load_stats(args.model, evaluation.needed_layers(methods))
+    out = Path(args.out)
+    start = time.perf_counter()
+    results = evaluation.evaluate(
+        bundle,
+        source,
+        out / "results.csv",
+        config,
+        stats,
+        progress=lambda it: tqdm(it, total=config.limit or len(source), desc="images"),
+    )
+    table = evaluation.markdown(evaluation.summary(results))
+    (out / "summary.md").write_text(table)
+    print(table)
+    print(
+        f"results: {results}; summary: {out / 'summary.md'} ({time.perf_counter() - start:.1f} s)"
+    )
+
+
+def _subcommand(sub: Any, name: str, summary: str, examples: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", choices=sorted(building.BUILDER_MODULES))
+    parser.add_argument("--config", default=None, help="builder config (default: the first)")
+    parser.add_argument("--data-dir", required=True, help="where TFDS keeps built data sets")
+    parser.add_argument("--manual-dir", default=None, help="the downloaded release (NIH, BrixIA)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,19 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
 
-    data = sub.add_parser(
+    data = _subcommand(
+        sub,
         "build-data",
-        help="build a data set with TFDS (offline: from --manual-dir for the real ones)",
-        description="examples:\n"
+        "build a data set with TFDS (offline: from --manual-dir for the real ones)",
+        "examples:\n"
         "  iba-jax build-data cxr_phantoms --config classification_64 --data-dir ~/tfds\n"
         "  iba-jax build-data nih_chest_xray14 --config 224 --manual-dir ~/NIH --data-dir ~/tfds\n"
         "  iba-jax build-data brixia --manual-dir ~/brixia --data-dir ~/tfds --on-bad-image skip",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    data.add_argument("name", choices=sorted(building.BUILDER_MODULES))
-    data.add_argument("--config", default=None, help="builder config (default: the first)")
-    data.add_argument("--data-dir", required=True, help="where TFDS keeps built data sets")
-    data.add_argument("--manual-dir", default=None, help="the downloaded release (NIH, BrixIA)")
+    _add_data_arguments(data)
     data.add_argument(
         "--on-bad-image",
         choices=building.BAD_IMAGE_POLICIES,
@@ -183,6 +273,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop at a missing/unreadable image (fail, the default) or skip and list it",
     )
     data.set_defaults(func=_build_data)
+
+    estimate = _subcommand(
+        sub,
+        "estimate",
+        "estimate feature statistics (for IBA) over a data set into a model bundle",
+        "example:\n  iba-jax estimate --model runs/nih/best_model nih_chest_xray14 "
+        "--config 224 --data-dir ~/tfds --layers denseblock1,denseblock2,denseblock3",
+    )
+    estimate.add_argument("--model", required=True, help="the model bundle to add them to")
+    _add_data_arguments(estimate)
+    estimate.add_argument("--split", default="train")
+    estimate.add_argument("--layers", default="denseblock1,denseblock2,denseblock3")
+    estimate.add_argument("--images", type=int, default=2000, help="images to use at most")
+    estimate.add_argument("--batch-size", type=int, default=32)
+    estimate.set_defaults(func=_estimate)
+
+    evaluate = _subcommand(
+        sub,
+        "evaluate",
+        "evaluate attribution methods on a data set split (resumable)",
+        "example:\n  iba-jax evaluate --model DIR cxr_phantoms --config "
+        "classification_128 --data-dir ~/tfds --out eval/ --limit 50\n"
+        "Run the same command again after a kill: finished rows are kept and skipped.",
+    )
+    evaluate.add_argument("--model", required=True, help="a model bundle with feature stats")
+    _add_data_arguments(evaluate)
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--methods", default=",".join(evaluation.METHODS))
+    evaluate.add_argument("--limit", type=int, default=None, help="only the first N images")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", required=True, help="folder for results.csv and summary.md")
+    evaluate.set_defaults(func=_evaluate)
     return parser
 
 

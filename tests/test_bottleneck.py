@@ -35,7 +35,7 @@ def test_smoothing_matches_the_reference(iba_reference, name):
 
 def test_smoothing_too_small_map_and_no_smoothing():
     lam = jnp.linspace(0, 1, 2 * 2 * 3).reshape(2, 2, 3)
-    with pytest.raises(ValueError, match=r"lam: a 2x2 feature map is too small .* sigma=0"):
+    with pytest.raises(ValueError, match=r"lam: a 2x2 map is too small .* sigma=0"):
         smooth(lam, 1.0)
     np.testing.assert_array_equal(smooth(lam, 0.0), lam)
 

@@ -83,20 +83,27 @@ def test_splits_are_patient_wise_and_keep_consensus_patients_out_of_training(rec
     assert again == splits
 
 
-def test_builder_on_synthetic_dicoms(tmp_path, metadata_text):
-    header, *rows = metadata_text.splitlines(keepends=True)
+def write_brixia_release(root, *, size=64):
+    """14 real metadata rows (2 of the consensus set) with synthetic DICOMs under their names,
+    in the release's layout (dicom_clean/); returns ``root``."""
+    text = gzip.decompress((DATA / "brixia" / "metadata_global_v2.csv.gz").read_bytes()).decode()
+    header, *rows = text.splitlines(keepends=True)
     consensus = [r for r in rows if r.split(";")[9] == "1"]
     subjects = {r.split(";")[10] for r in consensus}
     others = [r for r in rows if r.split(";")[10] not in subjects]
     chosen = others[:12] + consensus[:2]
-    root = tmp_path / "manual"
     (root / "dicom_clean").mkdir(parents=True)
     (root / brixia.METADATA_FILE).write_text(header + "".join(chosen), newline="")
-    ramp = np.add.outer(np.arange(48), np.arange(64)) * 20.0  # 0 .. 2200: brighter to the right
+    ramp = np.add.outer(np.arange(size * 3 // 4), np.arange(size)) * (2200 / (7 * size / 4))
     for row in chosen:
         name, photometric = row.split(";")[0], row.split(";")[6]
         stored = ramp.max() - ramp if photometric == "MONOCHROME1" else ramp
-        write_dicom(root / "dicom_clean" / name, stored, photometric=photometric)
+        write_dicom(root / "dicom_clean" / name, np.round(stored), photometric=photometric)
+    return root
+
+
+def test_builder_on_synthetic_dicoms(tmp_path):
+    root = write_brixia_release(tmp_path / "manual")
     config = brixia.BrixiaConfig(name="t", image_size=16, train_fraction=0.5)
     builder = building.build("brixia", config=config, data_dir=tmp_path / "tfds", manual_dir=root)
     sizes = {s: len(builder.as_data_source(split=s)) for s in builder.info.splits}

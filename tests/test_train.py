@@ -1,5 +1,6 @@
 """The trainer: it learns, resumes exactly after a kill, freezes, weights, exports and shards."""
 
+import gzip
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import DATA
 
 from iba_jax.bundle import load_bundle
 from train import augment, data, losses
@@ -275,3 +277,34 @@ def test_bfloat16_step_keeps_float32_parameters(smoke):
     assert np.isfinite(float(loss))
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(new.params))
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(new.batch_stats))
+
+
+def test_nih_and_brixia_configs_train_on_fixture_trees(tmp_path):
+    """The real-data configs end to end on the fixture releases (a tiny network instead of
+    DenseNet-121 and small batches, so that it takes seconds): NIH BCE, then BrixIA regression
+    initialised from it with conv0..transition2 frozen."""
+    from test_data_brixia import write_brixia_release
+    from test_data_nih import write_release
+
+    nih_root = tmp_path / "nih"
+    nih_root.mkdir()
+    real_boxes = tmp_path / "BBox_List_2017.csv"
+    real_boxes.write_bytes(gzip.decompress((DATA / "nih" / "BBox_List_2017.csv.gz").read_bytes()))
+    write_release(nih_root, real_boxes, size=224)
+    tiny = {"arch": "tiny", "epochs": 1, "batch_size": 4, "learning_rate": 1e-3}
+    nih = load_config(
+        f"{ROOT}/train/configs/nih_bce.py:manual_dir={nih_root},data_dir={tmp_path / 'tfds'}"
+    ).replace(**tiny)
+    result = train(nih, tmp_path / "nih_run", progress=False)
+    assert result["epochs"] == 1 and "mean_auc" in result["metrics"]
+    brixia_root = write_brixia_release(tmp_path / "brixia", size=256)
+    nih_model = tmp_path / "nih_run" / "final_model"
+    brixia = load_config(
+        f"{ROOT}/train/configs/brixia_regression.py:init_from={nih_model},"
+        f"manual_dir={brixia_root},data_dir={tmp_path / 'tfds'}"
+    ).replace(**tiny)
+    result = train(brixia, tmp_path / "brixia_run", progress=False)
+    assert set(result["metrics"]) == {"mae", "rmse", "pearson"}
+    before = load_bundle(tmp_path / "nih_run" / "final_model").variables["params"]["denseblock1"]
+    after = load_bundle(tmp_path / "brixia_run" / "final_model").variables["params"]["denseblock1"]
+    assert_same_tree(before, after)  # frozen

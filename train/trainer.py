@@ -12,7 +12,6 @@ states, each with a sha256 of its arrays), ``metrics.csv`` (one row per epoch), 
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import math
@@ -31,9 +30,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from iba_jax.bundle import InputSpec, ModelBundle, content_checksum, load_bundle, save_bundle
-from iba_jax.data.preprocess import normalize
+from iba_jax.data.preprocess import unit_range
 from iba_jax.models import ARCHITECTURES, DenseNet
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
+from iba_jax.records import append_row, read_rows
 from train import augment, data, losses, metrics
 from train.config import TrainConfig
 
@@ -128,15 +128,12 @@ def make_optimizer(
 
 
 def model_inputs(cfg: TrainConfig, images_u8: jax.Array) -> jax.Array:
-    """uint8 ``(B, H, W, 1)`` -> normalised float32 with ``cfg.in_channels`` channels."""
-    x = images_u8.astype(jnp.float32) / 255.0
-    x = jnp.repeat(x, cfg.in_channels, axis=-1) if cfg.in_channels != x.shape[-1] else x
-    return x
+    """Stored uint8 images -> pixels in [0, 1] with the model's channel count."""
+    return unit_range(images_u8, cfg.in_channels)
 
 
 def _normalized(cfg: TrainConfig, x01: jax.Array) -> jax.Array:
-    spec = InputSpec.named(cfg.normalization, cfg.image_size)
-    return normalize(x01, spec.mean, spec.std)
+    return InputSpec.named(cfg.normalization, cfg.image_size).normalize(x01)
 
 
 def loss_of_outputs(
@@ -292,16 +289,8 @@ class _Progress:
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
     """Appends a row unless one for the same epoch is there (a re-evaluation after a kill)."""
-    if path.exists():
-        with path.open(newline="") as f:
-            if any(int(r["epoch"]) == row["epoch"] for r in csv.DictReader(f)):
-                return
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    if all(int(r["epoch"]) != row["epoch"] for r in read_rows(path)):
+        append_row(path, row)
 
 
 def _better(cfg: TrainConfig, value: float, best: float | None) -> bool:

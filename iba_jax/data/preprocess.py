@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 
@@ -60,6 +62,19 @@ def normalize(x01: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
     mean = np.asarray(mean, np.float32).reshape(along_channels)
     std = np.asarray(std, np.float32).reshape(along_channels)
     return (x01 - mean) / std
+
+
+def unit_range(images: Any, channels: int) -> jax.Array:
+    """Stored uint8 images ``(N, H, W, 1 or C)`` -> float32 pixels in [0, 1] with ``channels``
+    channels (a grayscale channel is repeated for RGB models); works under ``jax.jit``."""
+    x = jnp.asarray(images).astype(jnp.float32) / 255.0
+    if x.shape[-1] == channels:
+        return x
+    if x.shape[-1] != 1:
+        raise ValueError(
+            f"images: expected 1 or {channels} channels (last axis); got shape {tuple(x.shape)}."
+        )
+    return jnp.repeat(x, channels, axis=-1)
 
 
 def _is_dicom(data: bytes) -> bool:

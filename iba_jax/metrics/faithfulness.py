@@ -15,6 +15,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple
@@ -31,6 +32,12 @@ from iba_jax.models.densenet import DenseNet, Variables
 ScoreFn = Callable[[jax.Array, int], jax.Array]  # (copies of image i, i) -> scores
 
 
+@functools.partial(jax.jit, static_argnames="model")
+def _head_output_at(model: DenseNet, variables: Variables, images: jax.Array, target: jax.Array):
+    outputs = model.head_outputs(model.apply(variables, images))
+    return jnp.take_along_axis(outputs, target[:, None], axis=1)[:, 0]
+
+
 def target_score(
     model: DenseNet, variables: Variables, targets: jax.Array | int | None = None
 ) -> ScoreFn:
@@ -38,17 +45,13 @@ def target_score(
     the image's target class, or output 0 when ``targets`` is None (regression).
 
     ``targets`` holds one class per image; ``fn(batch, i)`` scores copies of image ``i`` for
-    image i's target.
+    image i's target. One compiled function serves every call with the same shapes.
     """
-
-    @jax.jit
-    def score(images: jax.Array, target: jax.Array) -> jax.Array:
-        outputs = model.head_outputs(model.apply(variables, images))
-        return jnp.take_along_axis(outputs, target[:, None], axis=1)[:, 0]
+    chosen = np.zeros(1, np.int32) if targets is None else np.ravel(np.asarray(targets))
 
     def fn(images: jax.Array, image_index: int = 0) -> jax.Array:
-        t = 0 if targets is None else int(np.ravel(np.asarray(targets))[image_index])
-        return score(images, jnp.full((images.shape[0],), t, jnp.int32))
+        target = jnp.full((images.shape[0],), int(chosen[image_index]), jnp.int32)
+        return _head_output_at(model, variables, images, target)
 
     return fn
 

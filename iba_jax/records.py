@@ -1,0 +1,29 @@
+"""Append-only CSV records that survive a kill: each row is on disk when the call returns."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Appends ``row`` to the CSV file ``path`` (writing the header first for a new file) and
+    flushes it to disk, so a kill after the call never loses it."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Every row of the CSV file ``path`` (none when it does not exist)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
