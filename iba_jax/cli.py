@@ -161,7 +161,11 @@ def _estimate(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     bundle, source = _bundle_and_split(args)
-    methods = tuple(m.strip() for m in args.methods.split(","))
+    if args.methods is None:
+        regression = bundle.config.head == "relu"
+        methods = evaluation.REGRESSION_METHODS if regression else evaluation.CLASSIFICATION_METHODS
+    else:
+        methods = tuple(m.strip() for m in args.methods.split(","))
     config = evaluation.EvaluationConfig(methods=methods, limit=args.limit, seed=args.seed)
     stats = evaluation.load_stats(args.model, evaluation.needed_layers(methods))
     out = Path(args.out)
@@ -300,7 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, help="a model bundle with feature stats")
     _add_data_arguments(evaluate)
     evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--methods", default=",".join(evaluation.METHODS))
+    evaluate.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated, from {', '.join(evaluation.METHODS)} (default: the "
+        "classification or the regression set, by the model's head)",
+    )
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N images")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--out", required=True, help="folder for results.csv and summary.md")

@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from iba_jax import baselines, checks
-from iba_jax.attribute import IBAConfig, iba, inverse_iba, multilayer_iba
+from iba_jax.attribute import IBAConfig, iba, inverse_iba, multilayer_iba, regression_iba
 from iba_jax.bundle import ModelBundle, load_feature_stats, stats_layers
 from iba_jax.data.preprocess import unit_range
-from iba_jax.metrics import faithfulness, localisation
+from iba_jax.metrics import correlation, faithfulness, localisation
 from iba_jax.records import append_row, read_rows
 from iba_jax.stats import FeatureStats
 
@@ -35,36 +35,47 @@ IBA_LAYER = "denseblock3"
 MULTILAYER = ("denseblock1", "denseblock2", "denseblock3")
 
 
-def _iba(model, variables, stats, x, targets, key, cfg):
+def _iba(model, variables, stats, x, targets, key, cfg, case):
     return iba(model, variables, stats[IBA_LAYER], x, targets, config=cfg.iba, key=key)[0]
 
 
-def _inverse(model, variables, stats, x, targets, key, cfg):
+def _inverse(model, variables, stats, x, targets, key, cfg, case):
     return inverse_iba(model, variables, stats[IBA_LAYER], x, targets, config=cfg.iba, key=key)[0]
 
 
-def _multilayer(model, variables, stats, x, targets, key, cfg):
+def _multilayer(model, variables, stats, x, targets, key, cfg, case):
     chosen = {layer: stats[layer] for layer in MULTILAYER}
     return multilayer_iba(model, variables, chosen, x, targets, config=cfg.iba, key=key).map
 
 
-def _gradients(model, variables, stats, x, targets, key, cfg):
+def _gradients(model, variables, stats, x, targets, key, cfg, case):
     return baselines.pixel_map(baselines.gradients(model, variables, x, targets))
 
 
-def _integrated(model, variables, stats, x, targets, key, cfg):
+def _integrated(model, variables, stats, x, targets, key, cfg, case):
     attribution = baselines.integrated_gradients(
         model, variables, x, targets, steps=cfg.ig_steps, baseline="zero"
     )
     return baselines.pixel_map(attribution)
 
 
-def _grad_cam(model, variables, stats, x, targets, key, cfg):
+def _grad_cam(model, variables, stats, x, targets, key, cfg, case):
     return baselines.grad_cam(model, variables, x, targets)
 
 
-def _random(model, variables, stats, x, targets, key, cfg):
+def _random(model, variables, stats, x, targets, key, cfg, case):
     return jax.random.uniform(key, x.shape[:3])
+
+
+def _regression(loss):
+    def method(model, variables, stats, x, targets, key, cfg, case):
+        label = None if loss != "mse" else jnp.asarray([case.label], jnp.float32)
+        layer_stats = stats[IBA_LAYER]
+        return regression_iba(
+            model, variables, layer_stats, x, label, loss=loss, config=cfg.iba, key=key
+        )[0]
+
+    return method
 
 
 # name -> (function, feature-stat layers it needs)
@@ -76,8 +87,29 @@ METHODS: dict[str, tuple[MethodFn, tuple[str, ...]]] = {
     "integrated_gradients": (_integrated, ()),
     "grad_cam": (_grad_cam, ()),
     "random": (_random, ()),
+    "regression_iba_mse": (_regression("mse"), (IBA_LAYER,)),
+    "regression_iba_rm": (_regression("rm"), (IBA_LAYER,)),
+    "regression_iba_deviation": (_regression("deviation"), (IBA_LAYER,)),
 }
-METRICS = ("iou", "pointing_game", "mass_inside", "insertion_auc", "deletion_auc")
+CLASSIFICATION_METHODS = (
+    "iba",
+    "inverse_iba",
+    "multilayer_iba",
+    "gradients",
+    "integrated_gradients",
+    "grad_cam",
+    "random",
+)
+REGRESSION_METHODS = (
+    "regression_iba_mse",
+    "regression_iba_rm",
+    "regression_iba_deviation",
+    "gradients",
+    "integrated_gradients",
+    "grad_cam",
+    "random",
+)
+METRICS = ("iou", "pointing_game", "mass_inside", "insertion_auc", "deletion_auc", "pcc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +117,8 @@ class EvaluationConfig:
     """Settings of an evaluation run.
 
     Attributes:
-      methods: names from ``METHODS``.
+      methods: names from ``METHODS`` (``CLASSIFICATION_METHODS`` by default;
+        ``REGRESSION_METHODS`` for severity models).
       iou_rule: how maps are binarised for IoU (``localisation.RULES``; "area" keeps as many
         pixels as the ground truth has).
       pixels_per_step: insertion/deletion step (default 1/50 of the image).
@@ -96,7 +129,7 @@ class EvaluationConfig:
       limit: evaluate only the first N images of the split.
     """
 
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = CLASSIFICATION_METHODS
     iou_rule: str = "area"
     pixels_per_step: int | None = None
     blur_sigma: float = 10.0
@@ -137,10 +170,33 @@ class Case:
     index: int
     target: int
     truth: np.ndarray  # bool (H, W)
+    label: float = float("nan")  # the regression target (severity score)
+    severity: np.ndarray | None = None  # per-pixel severity map (H, W)
 
 
 def cases(example: dict[str, Any], index: int) -> list[Case]:
-    """The cases of one example: each positive label that has ground truth (masks or boxes)."""
+    """The cases of one example.
+
+    Classification: each positive label with ground truth (instance masks, else boxes), the
+    truth being the union of that class's instances. Regression (examples with a ``zone_map``,
+    BrixIA-like): one case, output 0, the truth being the zones with a positive score, with
+    the global score as label and the per-pixel severity map for the correlation (an image
+    scored 0 has no case).
+    """
+    if "zone_map" in example:
+        zones = np.asarray(example["zone_map"])[..., 0]
+        scores = np.concatenate([[0], np.asarray(example["zone_scores"])])
+        if not scores.any():
+            return []  # nothing to localise or correlate with
+        return [
+            Case(
+                index,
+                0,
+                scores[zones] > 0,
+                float(example["global_score"]),
+                np.asarray(example["severity_map"])[..., 0].astype(np.float32),
+            )
+        ]
     objects = example.get("objects", {})
     labels = np.atleast_1d(np.asarray(objects.get("label", [])))
     height, width = example["image"].shape[:2]
@@ -207,7 +263,9 @@ def evaluate(
             targets = jnp.asarray([case.target])
             key = jax.random.fold_in(jax.random.fold_in(base_key, index), case.target)
             fn, _ = METHODS[method]
-            maps = jnp.asarray(fn(model, variables, stats, x, targets, key, config), jnp.float32)
+            maps = jnp.asarray(
+                fn(model, variables, stats, x, targets, key, config, case), jnp.float32
+            )
             append_row(
                 path,
                 {
@@ -233,6 +291,9 @@ def _scores(bundle, x, targets, maps, case, config) -> dict[str, float]:
         "mass_inside": round(float(localisation.mass_inside(maps, truth)[0]), 6),
         "insertion_auc": round(float(curves.insertion_auc[0]), 6),
         "deletion_auc": round(float(curves.deletion_auc[0]), 6),
+        "pcc": float("nan")
+        if case.severity is None
+        else round(float(correlation.pearson(maps, jnp.asarray(case.severity)[None])[0]), 6),
     }
 
 
@@ -247,7 +308,8 @@ def summary(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"method": method, "cases": len(mine)}
         for metric in METRICS:
             values = np.array([float(r[metric]) for r in mine])
-            entry[metric] = round(float(np.nanmean(values)), 4) if len(values) else float("nan")
+            finite = values[~np.isnan(values)]
+            entry[metric] = round(float(finite.mean()), 4) if len(finite) else float("nan")
         table.append(entry)
     return table
 

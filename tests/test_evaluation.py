@@ -12,7 +12,7 @@ from iba_jax.cli import main
 from iba_jax.data import phantoms
 from iba_jax.data.preprocess import to_uint8, unit_range
 from iba_jax.models import DenseNet, densenet_tiny
-from iba_jax.pretrained import load_pretrained
+from iba_jax.pretrained import load_pretrained, pretrained_dir
 from iba_jax.stats import estimate_feature_stats
 
 CONFIG = evaluation.EvaluationConfig(methods=("iba", "grad_cam", "random"), limit=4)
@@ -132,3 +132,33 @@ def test_estimate_and_evaluate_commands(tmp_path, capsys):
         == 2
     )
     assert "the model takes 64 px images" in capsys.readouterr().err
+
+
+def regression_example(phantom):
+    return {
+        "image": to_uint8(phantom.image)[..., None],
+        "zone_scores": phantom.zone_scores,
+        "global_score": int(phantom.zone_scores.sum()),
+        "zone_map": phantom.zone_map[..., None],
+        "severity_map": phantom.severity_map[..., None],
+    }
+
+
+def test_regression_cases_and_rows(tmp_path):
+    bundle = load_pretrained("phantoms_reg")
+    test = (phantoms.generate("regression", 128, 0, "test", i) for i in range(20))
+    source = [regression_example(p) for p in test if p.zone_scores.sum() > 0][:3]
+    found = evaluation.cases(source[0], 0)
+    assert len(found) == 1 and found[0].label == source[0]["global_score"]
+    affected = np.isin(source[0]["zone_map"][..., 0], 1 + np.nonzero(source[0]["zone_scores"])[0])
+    np.testing.assert_array_equal(found[0].truth, affected)
+    nothing = dict(source[0], zone_scores=np.zeros(6, np.int32))
+    assert evaluation.cases(nothing, 0) == []
+    stats = evaluation.load_stats(pretrained_dir("phantoms_reg"), ["denseblock3"])
+    config = evaluation.EvaluationConfig(
+        methods=("regression_iba_mse", "regression_iba_deviation", "random")
+    )
+    path = evaluation.evaluate(bundle, source, tmp_path / "r.csv", config, stats)
+    table = {r["method"]: r for r in evaluation.summary(path)}
+    assert table["regression_iba_mse"]["cases"] == 3
+    assert table["regression_iba_mse"]["pcc"] > table["random"]["pcc"]

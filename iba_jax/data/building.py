@@ -6,7 +6,8 @@ numpy; TensorFlow is needed by neither step (it is not a dependency). With Tenso
 
 >>> import tempfile
 >>> from iba_jax.data import building
->>> data_dir = tempfile.mkdtemp()
+>>> folder = tempfile.TemporaryDirectory()
+>>> data_dir = folder.name
 >>> _ = building.build("cxr_phantoms", config="classification_64_mini", data_dir=data_dir)
 >>> source = building.data_source(
 ...     "cxr_phantoms", "test", config="classification_64_mini", data_dir=data_dir
@@ -14,6 +15,7 @@ numpy; TensorFlow is needed by neither step (it is not a dependency). With Tenso
 >>> batch = next(building.numpy_batches(source, 4))
 >>> batch["image"].shape, batch["labels"].shape
 ((4, 64, 64, 1), (4, 4))
+>>> folder.cleanup()
 """
 
 from __future__ import annotations

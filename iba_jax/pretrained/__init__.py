@@ -14,6 +14,7 @@ and the phantom benchmark explain.
 from __future__ import annotations
 
 import importlib.resources
+from pathlib import Path
 
 from iba_jax import checks
 from iba_jax.bundle import ModelBundle, load_bundle
@@ -21,8 +22,12 @@ from iba_jax.bundle import ModelBundle, load_bundle
 PRETRAINED = ("phantoms_cls", "phantoms_reg")
 
 
+def pretrained_dir(name: str) -> Path:
+    """The folder of a shipped model bundle (for commands that take ``--model DIR``)."""
+    checks.check_choice("name", name, PRETRAINED)
+    return Path(str(importlib.resources.files(__name__) / name))
+
+
 def load_pretrained(name: str) -> ModelBundle:
     """One of the shipped model bundles: ``phantoms_cls`` or ``phantoms_reg``."""
-    checks.check_choice("name", name, PRETRAINED)
-    with importlib.resources.as_file(importlib.resources.files(__name__) / name) as directory:
-        return load_bundle(directory)
+    return load_bundle(pretrained_dir(name))
