@@ -762,7 +762,9 @@ def multilayer_iba(
       >>> data = jax.random.normal(jax.random.key(1), (16, 64, 64, 3))
       >>> layers = ("denseblock1", "denseblock2", "denseblock3")
       >>> stats = estimate_feature_stats(net, variables, [data], layers)
-      >>> result = multilayer_iba(net, variables, stats, data[:2], 0, key=jax.random.key(2))
+      >>> quick = IBAConfig(steps=3, samples=2)
+      >>> result = multilayer_iba(net, variables, stats, data[:2], 0, config=quick,
+      ...                         key=jax.random.key(2))
       >>> result.map.shape, result.mask.dtype
       ((2, 64, 64), dtype('bool'))
     """

@@ -178,7 +178,13 @@ def _evaluate(args: argparse.Namespace) -> None:
         stats,
         progress=lambda it: tqdm(it, total=config.limit or len(source), desc="images"),
     )
-    table = evaluation.markdown(evaluation.summary(results))
+    rows = evaluation.summary(results)
+    if not rows:
+        raise ValueError(
+            f"--limit: the {config.limit or len(source)} image(s) evaluated hold no case (no "
+            "positive label with ground truth); evaluate more images."
+        )
+    table = evaluation.markdown(rows)
     (out / "summary.md").write_text(table)
     print(table)
     print(

@@ -217,16 +217,28 @@ def test_multilayer_layer_maps_are_the_single_layer_maps(
     tiny_model, stats, images, multilayer_noise
 ):
     net, variables = tiny_model
-    result = multilayer_iba(net, variables, stats, images, 1, noise=multilayer_noise)
+    rolled = IBAConfig(unroll=False)  # the same loop; compiles in a fraction of the time
+    result = multilayer_iba(net, variables, stats, images, 1, config=rolled, noise=multilayer_noise)
     for layer, noise in multilayer_noise.items():
-        single, _ = iba(net, variables, stats[layer], images, 1, layer=layer, noise=noise)
+        single, _ = iba(
+            net, variables, stats[layer], images, 1, layer=layer, config=rolled, noise=noise
+        )
         np.testing.assert_allclose(result.layer_maps[layer], single, rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("rule", ["l2", "percentile", "otsu"])
 def test_multilayer_iba_gates_the_finest_map(tiny_model, stats, images, multilayer_noise, rule):
     net, variables = tiny_model
-    result = multilayer_iba(net, variables, stats, images, 1, rule=rule, noise=multilayer_noise)
+    result = multilayer_iba(
+        net,
+        variables,
+        stats,
+        images,
+        1,
+        rule=rule,
+        config=IBAConfig(unroll=False),
+        noise=multilayer_noise,
+    )
     maps = result.layer_maps
     mask = binarize(maps["denseblock2"], rule) & binarize(maps["denseblock3"], rule)
     np.testing.assert_array_equal(result.mask, mask)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from iba_jax import evaluation
+from iba_jax.attribute import IBAConfig
 from iba_jax.bundle import InputSpec, ModelBundle, save_bundle
 from iba_jax.cli import main
 from iba_jax.data import phantoms
@@ -15,7 +16,9 @@ from iba_jax.models import DenseNet, densenet_tiny
 from iba_jax.pretrained import load_pretrained, pretrained_dir
 from iba_jax.stats import estimate_feature_stats
 
-CONFIG = evaluation.EvaluationConfig(methods=("iba", "grad_cam", "random"), limit=4)
+# Fewer IBA steps and coarser insertion/deletion than the defaults: the same code, faster.
+QUICK = {"iba": IBAConfig(steps=3, samples=2), "pixels_per_step": 128 * 128 // 10}
+CONFIG = evaluation.EvaluationConfig(methods=("iba", "grad_cam", "random"), limit=4, **QUICK)
 
 
 def example(phantom):
@@ -156,7 +159,7 @@ def test_regression_cases_and_rows(tmp_path):
     assert evaluation.cases(nothing, 0) == []
     stats = evaluation.load_stats(pretrained_dir("phantoms_reg"), ["denseblock3"])
     config = evaluation.EvaluationConfig(
-        methods=("regression_iba_mse", "regression_iba_deviation", "random")
+        methods=("regression_iba_mse", "regression_iba_deviation", "random"), **QUICK
     )
     path = evaluation.evaluate(bundle, source, tmp_path / "r.csv", config, stats)
     table = {r["method"]: r for r in evaluation.summary(path)}
