@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from iba_jax import evaluation
+from iba_jax import evaluation, report_plots
 from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
 from iba_jax.data import building, phantoms
 from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
@@ -186,9 +186,15 @@ def _evaluate(args: argparse.Namespace) -> None:
         )
     table = evaluation.markdown(rows)
     (out / "summary.md").write_text(table)
+    evaluation.write_csv(rows, out / "summary.csv")
+    report_plots.insertion_deletion(rows, out / "insertion_deletion.png")
+    for metric in ("iou", "pcc"):
+        if any(not np.isnan(float(r[metric])) for r in rows):
+            report_plots.metric_bars(rows, metric, out / f"{metric}.png")
     print(table)
     print(
-        f"results: {results}; summary: {out / 'summary.md'} ({time.perf_counter() - start:.1f} s)"
+        f"results: {results}; summary, summary.csv and plots in {out} "
+        f"({time.perf_counter() - start:.1f} s)"
     )
 
 

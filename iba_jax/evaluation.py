@@ -320,3 +320,11 @@ def markdown(table: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in table]
     return "\n".join(lines) + "\n"
+
+
+def write_csv(table: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """A summary table as CSV (replacing the file)."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    for row in table:
+        append_row(path, row)

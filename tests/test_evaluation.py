@@ -4,6 +4,7 @@ import csv
 
 import jax
 import numpy as np
+import PIL.Image
 import pytest
 
 from iba_jax import evaluation
@@ -127,6 +128,11 @@ def test_estimate_and_evaluate_commands(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| iba |" in printed and (out / "summary.md").read_text() in printed
     assert {r["method"] for r in rows(out / "results.csv")} == {"iba", "random"}
+    assert [r["method"] for r in rows(out / "summary.csv")] == ["iba", "random"]
+    for plot in ("insertion_deletion.png", "iou.png"):
+        picture = np.asarray(PIL.Image.open(out / plot).convert("L"))
+        assert picture.shape[0] > 200 and picture.std() > 10  # drawn, not blank
+    assert not (out / "pcc.png").exists()  # no severity maps here
     wrong = ["--config", "classification_128"]
     assert (
         main(
