@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the trainer lives in the checkout (train/), not in the package
 
 from train.config import load_config  # noqa: E402
-from train.trainer import TrainState, build_model, make_optimizer, make_train_step  # noqa: E402
+from train.trainer import build_model, initial_state, make_optimizer, make_train_step  # noqa: E402
 
 SETTINGS = {
     # name: (config file, batch size)
@@ -33,12 +33,7 @@ def images_per_second(config_file: str, batch: int, steps: int) -> tuple[float, 
     model = build_model(cfg)
     variables = model.init(jax.random.key(0), cfg.image_size)
     optimizer = make_optimizer(cfg, 1000, variables["params"], ())
-    state = TrainState(
-        jnp.zeros((), jnp.int32),
-        variables["params"],
-        variables["batch_stats"],
-        optimizer.init(variables["params"]),
-    )
+    state = initial_state(variables, optimizer)
     step = jax.jit(make_train_step(cfg, model, optimizer, None, ()), donate_argnums=0)
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (batch, cfg.image_size, cfg.image_size, 1), np.uint8))

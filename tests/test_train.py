@@ -20,15 +20,15 @@ from train import augment, data, losses
 from train.config import load_config
 from train.trainer import (
     CorruptCheckpointError,
-    TrainState,
     build_model,
+    initial_state,
     make_optimizer,
     make_train_step,
     train,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "train" / "configs").glob("*.py"))
+CONFIGS = sorted((ROOT / "train" / "configs").glob("[!_]*.py"))  # not __init__.py
 
 
 @pytest.fixture(scope="module")
@@ -94,20 +94,16 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one(smoke, uninterrupt
     assert columns(tmp_path) == columns(workdir)
 
 
+def smoke_process(workdir, data_dir, **environment):
+    """The command line and environment of ``python -m train.main`` on the smoke config."""
+    command = [sys.executable, "-m", "train.main", "--config", str(ROOT / "train/configs/smoke.py")]
+    command += ["--workdir", str(workdir), "--data-dir", str(data_dir)]
+    return command, {**os.environ, "PYTHONPATH": str(ROOT), **environment}
+
+
 def test_killed_process_resumes_to_the_same_parameters(smoke, uninterrupted, tmp_path, data_dir):
     workdir, _ = uninterrupted
-    command = [
-        sys.executable,
-        "-m",
-        "train.main",
-        "--config",
-        str(ROOT / "train/configs/smoke.py"),
-        "--workdir",
-        str(tmp_path),
-        "--data-dir",
-        str(data_dir),
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command, env = smoke_process(tmp_path, data_dir)
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -221,22 +217,9 @@ def test_config_options_and_refusals():
 
 def test_four_devices_give_the_same_model(smoke, uninterrupted, tmp_path, data_dir):
     workdir, _ = uninterrupted
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "train.main",
-        "--config",
-        str(ROOT / "train/configs/smoke.py"),
-        "--workdir",
-        str(tmp_path),
-        "--data-dir",
-        str(data_dir),
-    ]
+    command, env = smoke_process(
+        tmp_path, data_dir, XLA_FLAGS="--xla_force_host_platform_device_count=4"
+    )
     finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert "CpuDevice(id=3)" in finished.stdout
@@ -265,12 +248,7 @@ def test_bfloat16_step_keeps_float32_parameters(smoke):
     model = build_model(cfg)
     variables = model.init(jax.random.key(0), 64)
     optimizer = make_optimizer(cfg, 10, variables["params"], ())
-    state = TrainState(
-        jnp.zeros((), jnp.int32),
-        variables["params"],
-        variables["batch_stats"],
-        optimizer.init(variables["params"]),
-    )
+    state = initial_state(variables, optimizer)
     step = jax.jit(make_train_step(cfg, model, optimizer, None, ()))
     images = jnp.full((8, 64, 64, 1), 100, jnp.uint8)
     new, loss = step(state, images, jnp.zeros((8, 4)), jax.random.key(1))

@@ -45,6 +45,16 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
+def initial_state(variables: dict[str, Any], optimizer: optax.GradientTransformation) -> TrainState:
+    """Step 0: the model's variables and a fresh optimiser state."""
+    return TrainState(
+        jnp.zeros((), jnp.int32),
+        variables["params"],
+        variables["batch_stats"],
+        optimizer.init(variables["params"]),
+    )
+
+
 class CorruptCheckpointError(ValueError):
     """A checkpoint whose arrays do not match the checksum saved with them."""
 
@@ -210,8 +220,8 @@ def evaluate(
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _state_checksum(state: TrainState) -> str:
-    return content_checksum({}, jax.tree.map(np.asarray, state._asdict()))
+def _host_state(state: TrainState) -> dict[str, Any]:
+    return jax.tree.map(np.asarray, state._asdict())
 
 
 def _comparable(cfg: TrainConfig) -> dict[str, Any]:
@@ -221,8 +231,8 @@ def _comparable(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, meta: dict) -> None:
-    host_state = jax.tree.map(np.asarray, state._asdict())
-    meta = {**meta, "sha256": _state_checksum(state)}
+    host_state = _host_state(state)
+    meta = {**meta, "sha256": content_checksum({}, host_state)}
     manager.save(
         int(state.step),
         args=ocp.args.Composite(
@@ -234,7 +244,7 @@ def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, meta: dic
 
 def restore_checkpoint(
     manager: ocp.CheckpointManager, step: int, like: TrainState, cfg: TrainConfig, directory: Path
-) -> tuple[TrainState, dict]:
+) -> TrainState:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like._asdict())
     try:
         restored = manager.restore(
@@ -255,14 +265,14 @@ def restore_checkpoint(
             "workdir (or the config that wrote them)."
         )
     state = TrainState(**restored["state"])
-    actual = _state_checksum(state)
+    actual = content_checksum({}, _host_state(state))
     if actual != meta.get("sha256"):
         raise CorruptCheckpointError(
             f"checkpoint {directory / str(step)} is corrupt: its arrays hash to {actual[:16]}..., "
             f"but it was saved as {str(meta.get('sha256'))[:16]}.... Delete that step folder to "
             "resume from the one before."
         )
-    return state, meta
+    return state
 
 
 # --------------------------------------------------------------------------- the loop
@@ -339,12 +349,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
     variables = initial_variables(cfg, model, jax.random.fold_in(base_key, 0))
     frozen = frozen_stages(model, cfg.freeze_until)
     optimizer = make_optimizer(cfg, total_steps, variables["params"], frozen)
-    state = TrainState(
-        jnp.zeros((), jnp.int32),
-        variables["params"],
-        variables["batch_stats"],
-        optimizer.init(variables["params"]),
-    )
+    state = initial_state(variables, optimizer)
     checkpoints = workdir / "checkpoints"
     manager = ocp.CheckpointManager(
         checkpoints,
@@ -353,7 +358,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
     record = _Progress(workdir / "progress.json")
     latest = manager.latest_step()
     if latest is not None:
-        state, _ = restore_checkpoint(manager, latest, state, cfg, checkpoints)
+        state = restore_checkpoint(manager, latest, state, cfg, checkpoints)
         if progress:
             print(f"resumed from step {latest} in {checkpoints}")
     elif record.path.exists() or (workdir / "metrics.csv").exists():

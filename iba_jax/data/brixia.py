@@ -24,6 +24,7 @@ import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
+from iba_jax import checks
 from iba_jax.data import preprocess
 from iba_jax.data.building import BAD_IMAGE_POLICIES, BadImages
 from iba_jax.data.splits import split_patients
@@ -170,10 +171,7 @@ class BrixiaConfig(tfds.core.BuilderConfig):
                 "train_fraction, validation_fraction: expected non-negative shares summing to "
                 f"at most 1; got {self.train_fraction} and {self.validation_fraction}."
             )
-        if self.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(
-                f"on_bad_image: expected one of {BAD_IMAGE_POLICIES}; got {self.on_bad_image!r}."
-            )
+        checks.check_choice("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
 
     @property
     def fractions(self) -> dict[str, float]:

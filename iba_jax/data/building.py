@@ -31,6 +31,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from iba_jax import checks
+
 # TFDS name -> the module that defines (and so registers) its builder.
 BUILDER_MODULES = {
     "nih_chest_xray14": "iba_jax.data.nih",
@@ -50,10 +52,7 @@ class BadImages:
     """
 
     def __init__(self, policy: str, metadata: tfds.core.MetadataDict) -> None:
-        if policy not in BAD_IMAGE_POLICIES:
-            raise ValueError(
-                f"on_bad_image: expected one of {', '.join(BAD_IMAGE_POLICIES)}; got {policy!r}."
-            )
+        checks.check_choice("on_bad_image", policy, BAD_IMAGE_POLICIES)
         self.policy = policy
         self.metadata = metadata
         self.metadata.setdefault("skipped_images", {})

@@ -23,6 +23,7 @@ import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
+from iba_jax import checks
 from iba_jax.data import preprocess
 from iba_jax.data.building import BAD_IMAGE_POLICIES, BadImages
 from iba_jax.data.splits import split_patients
@@ -34,17 +35,8 @@ DATA_ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 BOX_FILE = "BBox_List_2017.csv"
 TRAIN_VAL_FILE = "train_val_list.txt"
 TEST_FILE = "test_list.txt"
-# The eight classes that have boxes (the first eight of NIH14, in its order).
-BOX_LABELS = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-)
+# The eight classes that have boxes: the first eight of NIH14, in its order.
+BOX_LABELS = NIH14[:8]
 _BOX_SPELLINGS = {"Infiltrate": "Infiltration"}
 _NO_FINDING = "No Finding"
 SEXES = ("M", "F")
@@ -222,10 +214,7 @@ class NihConfig(tfds.core.BuilderConfig):
             raise ValueError(
                 f"validation_fraction: expected a share in [0, 1); got {self.validation_fraction}."
             )
-        if self.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(
-                f"on_bad_image: expected one of {BAD_IMAGE_POLICIES}; got {self.on_bad_image!r}."
-            )
+        checks.check_choice("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
 
 
 class NihChestXray14(tfds.core.GeneratorBasedBuilder):

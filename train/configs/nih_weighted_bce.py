@@ -5,15 +5,9 @@ python -m train.main --config train/configs/nih_weighted_bce.py --workdir runs/n
 Takes the same options as nih_bce (classes=8, init_from=..., manual_dir=..., data_dir=...).
 """
 
-import importlib.util
-from pathlib import Path
-
 from train.config import TrainConfig
-
-_spec = importlib.util.spec_from_file_location("nih_bce", Path(__file__).with_name("nih_bce.py"))
-_nih_bce = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_nih_bce)
+from train.configs import nih_bce
 
 
 def get_config(options: dict[str, str] | None = None) -> TrainConfig:
-    return _nih_bce.get_config(options, loss="weighted_bce")
+    return nih_bce.get_config(options, loss="weighted_bce")

@@ -1,0 +1,1 @@
+"""Training configs: each file defines ``get_config()``; variants import the config they vary."""
