@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Sequence
@@ -23,13 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from iba_jax import evaluation, report_plots
+from iba_jax import evaluation
 from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
 from iba_jax.data import building, phantoms
 from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
 from iba_jax.labels import LABEL_SETS, parse_label_names
 from iba_jax.models.densenet import ARCHITECTURES, HEADS, DenseNet
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
+from iba_jax.records import read_rows
 from iba_jax.stats import estimate_feature_stats
 
 
@@ -125,15 +127,20 @@ def _check_image_size(bundle: ModelBundle, source: Any, name: str) -> None:
         )
 
 
-def _bundle_and_split(args: argparse.Namespace) -> tuple[ModelBundle, Any]:
-    """The model bundle and the data set split (built first if needed) of a command."""
-    bundle = load_bundle(args.model)
+def _split_of(args: argparse.Namespace) -> Any:
+    """The data set split of a command (built first if needed)."""
     building.build(
         args.dataset, config=args.config, data_dir=args.data_dir, manual_dir=args.manual_dir
     )
-    source = building.data_source(
+    return building.data_source(
         args.dataset, args.split, config=args.config, data_dir=args.data_dir
     )
+
+
+def _bundle_and_split(args: argparse.Namespace) -> tuple[ModelBundle, Any]:
+    """The model bundle and the data set split (built first if needed) of a command."""
+    bundle = load_bundle(args.model)
+    source = _split_of(args)
     _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
     return bundle, source
 
@@ -160,40 +167,48 @@ def _estimate(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    bundle, source = _bundle_and_split(args)
-    if args.methods is None:
-        regression = bundle.config.head == "relu"
-        methods = evaluation.REGRESSION_METHODS if regression else evaluation.CLASSIFICATION_METHODS
-    else:
-        methods = tuple(m.strip() for m in args.methods.split(","))
-    config = evaluation.EvaluationConfig(methods=methods, limit=args.limit, seed=args.seed)
-    stats = evaluation.load_stats(args.model, evaluation.needed_layers(methods))
+    names = [Path(m).name for m in args.model]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--model: expected folders with different names; got {args.model}.")
+    source = _split_of(args)
     out = Path(args.out)
+    results = out / "results.csv"
     start = time.perf_counter()
-    results = evaluation.evaluate(
-        bundle,
-        source,
-        out / "results.csv",
-        config,
-        stats,
-        progress=lambda it: tqdm(it, total=config.limit or len(source), desc="images"),
-    )
-    rows = evaluation.summary(results)
-    if not rows:
+    for model_dir, name in zip(args.model, names, strict=True):
+        bundle = load_bundle(model_dir)
+        _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
+        if args.methods is None:
+            regression = bundle.config.head == "relu"
+            methods = (
+                evaluation.REGRESSION_METHODS if regression else evaluation.CLASSIFICATION_METHODS
+            )
+        else:
+            methods = tuple(m.strip() for m in args.methods.split(","))
+        config = evaluation.EvaluationConfig(
+            methods=methods,
+            limit=args.limit,
+            seed=args.seed,
+            baseline=args.baseline,
+            sensitivity_samples=args.sensitivity_samples,
+        )
+        stats = evaluation.load_stats(model_dir, evaluation.needed_layers(methods))
+        evaluation.evaluate(
+            bundle,
+            source,
+            results,
+            config,
+            stats,
+            model_name=name,
+            progress=functools.partial(tqdm, total=args.limit or len(source), desc=name),
+        )
+    if not read_rows(results):
         raise ValueError(
-            f"--limit: the {config.limit or len(source)} image(s) evaluated hold no case (no "
+            f"--limit: the {args.limit or len(source)} image(s) evaluated hold no case (no "
             "positive label with ground truth); evaluate more images."
         )
-    table = evaluation.markdown(rows)
-    (out / "summary.md").write_text(table)
-    evaluation.write_csv(rows, out / "summary.csv")
-    report_plots.insertion_deletion(rows, out / "insertion_deletion.png")
-    for metric in ("iou", "pcc"):
-        if any(not np.isnan(float(r[metric])) for r in rows):
-            report_plots.metric_bars(rows, metric, out / f"{metric}.png")
-    print(table)
+    print(evaluation.write_report(results, out))
     print(
-        f"results: {results}; summary, summary.csv and plots in {out} "
+        f"results: {results}; summary.md, CSV tables and plots in {out} "
         f"({time.perf_counter() - start:.1f} s)"
     )
 
@@ -311,9 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate attribution methods on a data set split (resumable)",
         "example:\n  iba-jax evaluate --model DIR cxr_phantoms --config "
         "classification_128 --data-dir ~/tfds --out eval/ --limit 50\n"
-        "Run the same command again after a kill: finished rows are kept and skipped.",
+        "Run the same command again after a kill: finished rows are kept and skipped.\n"
+        "Two models in one report (Table 3):\n  iba-jax evaluate --model bce/ --model "
+        "weighted/ cxr_phantoms --config classification_128 --out eval/",
     )
-    evaluate.add_argument("--model", required=True, help="a model bundle with feature stats")
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="a model bundle with feature stats; repeat to compare models (named by folder)",
+    )
     _add_data_arguments(evaluate)
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument(
@@ -323,6 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
         "classification or the regression set, by the model's head)",
     )
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N images")
+    evaluate.add_argument(
+        "--baseline",
+        choices=("blur", "zero"),
+        default="blur",
+        help="what replaces removed pixels in insertion/deletion and Sensitivity-N",
+    )
+    evaluate.add_argument(
+        "--sensitivity-samples",
+        type=int,
+        default=32,
+        help="random subsets per size of Sensitivity-N (0 skips it)",
+    )
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--out", required=True, help="folder for results.csv and summary.md")
     evaluate.set_defaults(func=_evaluate)

@@ -1,19 +1,36 @@
 """Dataset-wide evaluation of attribution methods, one result row per image, target and method.
 
-``evaluate`` explains every (image, positive target class) case of a split with each method,
-scores the map (IoU with the ground truth, pointing game, mass inside, insertion and deletion
-AUC) and appends the row to a CSV file the moment it is done. Run it again after a kill and it
-skips the rows already there: finished work is never recomputed or lost. ``summary`` turns the
-file into the mean of each metric per method (the paper's Table 1 and Fig. 2 in one table).
+``evaluate`` explains every (image, positive target) case of a split with each method, scores
+the map and appends the row to a CSV file the moment it is done. Run it again after a kill and
+it skips the rows already there: finished work is never recomputed or lost. Several models (the
+paper's BCE vs weighted BCE comparison) share one file: rows carry the model's name.
 
-Ground truth per case: the union of the pixel masks of the target class's instances where the
-data set has masks (cxr_phantoms), else of its boxes (NIH ChestX-ray14).
+Metrics per row: IoU with the ground truth after binarising the map (``iou_rule``; "area", the
+default of the tables, keeps as many pixels as the ground truth has), pointing game, mass
+inside, insertion and deletion AUC, Sensitivity-N at ``SENSITIVITY_FRACTIONS`` of the pixels,
+the Pearson correlation with a per-pixel severity map (severity models), the fraction of the
+target's instances that the binarised map marks (images with two or more), and the seconds the
+case took (map and metrics).
+
+Cases and their ground truth, by data set and model:
+
+* classification (NIH ChestX-ray14, cxr_phantoms classification): each positive label with
+  instances; truth = the union of that class's instance masks (phantoms) or boxes (NIH);
+* severity regression (BrixIA-like examples, with a ``zone_map``; a one-output model): one case,
+  truth = the zones scored above 0, with the global score and the severity map;
+* BrixIA's three detectors (a model whose outputs are ``brixia.DETECTOR_LABELS``): each detector
+  that fires; truth = the zones it is about (scored 0-1, 2 or 3).
+
+``summary`` and ``pivot`` turn the file into the paper's tables; ``write_report`` writes them all
+as Markdown, CSV and PNG plots.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iba_jax import baselines, checks
+from iba_jax import baselines, checks, lrp, report_plots
 from iba_jax.attribute import IBAConfig, iba, inverse_iba, multilayer_iba, regression_iba
 from iba_jax.bundle import ModelBundle, load_feature_stats, stats_layers
+from iba_jax.data.brixia import DETECTOR_LABELS, detector_zones
 from iba_jax.data.preprocess import unit_range
 from iba_jax.metrics import correlation, faithfulness, localisation
 from iba_jax.records import append_row, read_rows
@@ -33,6 +51,11 @@ from iba_jax.stats import FeatureStats
 MethodFn = Callable[..., jax.Array]
 IBA_LAYER = "denseblock3"
 MULTILAYER = ("denseblock1", "denseblock2", "denseblock3")
+# Sensitivity-N's subset sizes, as fractions of the pixels (log-spaced, 1 % to 80 %).
+SENSITIVITY_FRACTIONS = (0.01, 0.025, 0.06, 0.15, 0.35, 0.8)
+SENSITIVITY_COLUMNS = tuple(f"sensitivity_n@{f}" for f in SENSITIVITY_FRACTIONS)
+# An instance is marked when the binarised map covers at least this share of its pixels.
+MARKED_SHARE = 0.5
 
 
 def _iba(model, variables, stats, x, targets, key, cfg, case):
@@ -63,6 +86,10 @@ def _grad_cam(model, variables, stats, x, targets, key, cfg, case):
     return baselines.grad_cam(model, variables, x, targets)
 
 
+def _lrp(model, variables, stats, x, targets, key, cfg, case):
+    return baselines.pixel_map(lrp.lrp(model, variables, x, targets), reduce="sum")
+
+
 def _random(model, variables, stats, x, targets, key, cfg, case):
     return jax.random.uniform(key, x.shape[:3])
 
@@ -86,6 +113,7 @@ METHODS: dict[str, tuple[MethodFn, tuple[str, ...]]] = {
     "gradients": (_gradients, ()),
     "integrated_gradients": (_integrated, ()),
     "grad_cam": (_grad_cam, ()),
+    "lrp": (_lrp, ()),
     "random": (_random, ()),
     "regression_iba_mse": (_regression("mse"), (IBA_LAYER,)),
     "regression_iba_rm": (_regression("rm"), (IBA_LAYER,)),
@@ -98,6 +126,7 @@ CLASSIFICATION_METHODS = (
     "gradients",
     "integrated_gradients",
     "grad_cam",
+    "lrp",
     "random",
 )
 REGRESSION_METHODS = (
@@ -107,9 +136,21 @@ REGRESSION_METHODS = (
     "gradients",
     "integrated_gradients",
     "grad_cam",
+    "lrp",
     "random",
 )
-METRICS = ("iou", "pointing_game", "mass_inside", "insertion_auc", "deletion_auc", "pcc")
+METRICS = (
+    "iou",
+    "pointing_game",
+    "mass_inside",
+    "insertion_auc",
+    "deletion_auc",
+    *SENSITIVITY_COLUMNS,
+    "pcc",
+    "instances_marked",
+    "seconds",
+)
+KEYS = ("model", "index", "target", "target_name", "method")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,20 +160,28 @@ class EvaluationConfig:
     Attributes:
       methods: names from ``METHODS`` (``CLASSIFICATION_METHODS`` by default;
         ``REGRESSION_METHODS`` for severity models).
-      iou_rule: how maps are binarised for IoU (``localisation.RULES``; "area" keeps as many
-        pixels as the ground truth has).
+      iou_rule: how maps are binarised for IoU and for marking instances
+        (``localisation.RULES``; "area" keeps as many pixels as the ground truth has).
       pixels_per_step: insertion/deletion step (default 1/50 of the image).
-      blur_sigma: the blurred baseline of insertion/deletion (pixels; the paper: 10).
+      baseline: what replaces removed pixels in insertion/deletion and Sensitivity-N: "blur"
+        (a Gaussian blur of ``blur_sigma`` pixels, the paper's choice) or "zero". Blurring
+        hardly changes a diffuse opacity, so severity models are better probed with "zero".
+      blur_sigma: the blurred baseline's sigma (pixels; the paper: 10).
+      sensitivity_samples: random pixel subsets per size of Sensitivity-N (0 skips it; each
+        costs one forward pass per size).
       ig_steps: Integrated Gradients' quadrature points.
       iba: the IBA settings (the paper's defaults).
-      seed: the PRNG seed of the noise of IBA and of the random maps (one key per image).
+      seed: the PRNG seed of the noise of IBA, of the random maps and of Sensitivity-N's subsets
+        (one key per image and target).
       limit: evaluate only the first N images of the split.
     """
 
     methods: tuple[str, ...] = CLASSIFICATION_METHODS
     iou_rule: str = "area"
     pixels_per_step: int | None = None
+    baseline: str = "blur"
     blur_sigma: float = 10.0
+    sensitivity_samples: int = 32
     ig_steps: int = 32
     iba: IBAConfig = IBAConfig()
     seed: int = 0
@@ -141,6 +190,12 @@ class EvaluationConfig:
     def __post_init__(self) -> None:
         checks.check_names("methods", self.methods, tuple(METHODS))
         checks.check_choice("iou_rule", self.iou_rule, localisation.RULES)
+        checks.check_choice("baseline", self.baseline, ("blur", "zero"))
+        if not (isinstance(self.sensitivity_samples, int) and self.sensitivity_samples >= 0):
+            raise ValueError(
+                "sensitivity_samples: expected an int >= 0 (0 skips Sensitivity-N); got "
+                f"{self.sensitivity_samples!r}."
+            )
 
 
 def needed_layers(methods: Sequence[str]) -> tuple[str, ...]:
@@ -165,38 +220,34 @@ def load_stats(
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One explanation to evaluate: an image, a target class and where its evidence is."""
+    """One explanation to evaluate: an image, a target output and where its evidence is."""
 
     index: int
     target: int
     truth: np.ndarray  # bool (H, W)
     label: float = float("nan")  # the regression target (severity score)
     severity: np.ndarray | None = None  # per-pixel severity map (H, W)
+    instances: np.ndarray | None = None  # bool (K, H, W): the target's instances, one by one
 
 
-def cases(example: dict[str, Any], index: int) -> list[Case]:
-    """The cases of one example.
+def cases(example: dict[str, Any], index: int, label_names: Sequence[str] = ()) -> list[Case]:
+    """The cases of one example for a model with outputs ``label_names`` (see the module
+    docstring); an image without a finding to localise has none."""
+    if "zone_map" not in example:
+        return _classification_cases(example, index)
+    zones = np.asarray(example["zone_map"])[..., 0]  # 0 outside the lungs, zone k + 1 inside
+    scores = np.asarray(example["zone_scores"])
+    in_zones = lambda chosen: np.concatenate([[False], chosen])[zones]
+    if tuple(label_names) == DETECTOR_LABELS:
+        chosen = detector_zones(scores)
+        return [Case(index, k, in_zones(chosen[k])) for k in range(len(chosen)) if chosen[k].any()]
+    if not scores.any():
+        return []  # nothing to localise or correlate with
+    severity = np.asarray(example["severity_map"])[..., 0].astype(np.float32)
+    return [Case(index, 0, in_zones(scores > 0), float(example["global_score"]), severity)]
 
-    Classification: each positive label with ground truth (instance masks, else boxes), the
-    truth being the union of that class's instances. Regression (examples with a ``zone_map``,
-    BrixIA-like): one case, output 0, the truth being the zones with a positive score, with
-    the global score as label and the per-pixel severity map for the correlation (an image
-    scored 0 has no case).
-    """
-    if "zone_map" in example:
-        zones = np.asarray(example["zone_map"])[..., 0]
-        scores = np.concatenate([[0], np.asarray(example["zone_scores"])])
-        if not scores.any():
-            return []  # nothing to localise or correlate with
-        return [
-            Case(
-                index,
-                0,
-                scores[zones] > 0,
-                float(example["global_score"]),
-                np.asarray(example["severity_map"])[..., 0].astype(np.float32),
-            )
-        ]
+
+def _classification_cases(example: dict[str, Any], index: int) -> list[Case]:
     objects = example.get("objects", {})
     labels = np.atleast_1d(np.asarray(objects.get("label", [])))
     height, width = example["image"].shape[:2]
@@ -206,16 +257,16 @@ def cases(example: dict[str, Any], index: int) -> list[Case]:
         if not len(mine):
             continue
         if "mask" in objects:
-            truth = np.any([np.asarray(objects["mask"][k])[..., 0] > 0 for k in mine], axis=0)
+            instances = np.stack([np.asarray(objects["mask"][k])[..., 0] > 0 for k in mine])
         else:
             boxes = np.asarray(objects["bbox"])[mine]
-            truth = localisation.box_mask(boxes, height, width)
-        found.append(Case(index, int(target), truth))
+            instances = np.stack([localisation.box_mask(b[None], height, width) for b in boxes])
+        found.append(Case(index, int(target), instances.any(axis=0), instances=instances))
     return found
 
 
-def _done(path: Path) -> set[tuple[int, int, str]]:
-    return {(int(r["index"]), int(r["target"]), r["method"]) for r in read_rows(path)}
+def _done(path: Path) -> set[tuple[str, int, int, str]]:
+    return {(r["model"], int(r["index"]), int(r["target"]), r["method"]) for r in read_rows(path)}
 
 
 def evaluate(
@@ -225,16 +276,20 @@ def evaluate(
     config: EvaluationConfig,
     stats: dict[str, FeatureStats],
     *,
+    model_name: str = "model",
     progress: Callable[[Iterator], Iterator] = lambda it: it,
 ) -> Path:
     """Evaluates ``config.methods`` on every case of ``source`` into the CSV ``results``.
 
     Args:
-      bundle: the model (its input spec turns stored images into inputs).
+      bundle: the model (its input spec turns stored images into inputs, its label names name
+        the targets and tell detector models apart).
       source: a data source of a split (``iba_jax.data.building.data_source``): examples with
-        ``image`` (uint8), multi-hot ``labels`` and ``objects`` (masks or boxes).
-      results: the CSV file; rows already in it are skipped.
+        ``image`` (uint8) and either multi-hot ``labels`` and ``objects`` (masks or boxes) or
+        BrixIA's ``zone_map``, ``zone_scores`` (and ``global_score``, ``severity_map``).
+      results: the CSV file; rows already in it (same model name) are skipped.
       stats: feature statistics per layer (``load_stats``).
+      model_name: the ``model`` column, to compare several models in one file.
       progress: wraps the loop over images (a progress bar in the CLI).
 
     Returns:
@@ -250,9 +305,9 @@ def evaluate(
         example = source[index]
         todo = [
             (case, method)
-            for case in cases(example, index)
+            for case in cases(example, index, bundle.label_names)
             for method in config.methods
-            if (index, case.target, method) not in done
+            if (model_name, index, case.target, method) not in done
         ]
         if not todo:
             continue
@@ -260,71 +315,163 @@ def evaluate(
             unit_range(example["image"][None], model.config.in_channels)
         )
         for case, method in todo:
+            start = time.perf_counter()
             targets = jnp.asarray([case.target])
             key = jax.random.fold_in(jax.random.fold_in(base_key, index), case.target)
             fn, _ = METHODS[method]
             maps = jnp.asarray(
                 fn(model, variables, stats, x, targets, key, config, case), jnp.float32
             )
-            append_row(
-                path,
-                {
-                    "index": index,
-                    "target": case.target,
-                    "method": method,
-                    **_scores(bundle, x, targets, maps, case, config),
-                },
-            )
+            scores = _scores(bundle, x, targets, maps, case, config, key)
+            row = {
+                "model": model_name,
+                "index": index,
+                "target": case.target,
+                "target_name": bundle.label_names[case.target],
+                "method": method,
+                **scores,
+                "seconds": round(time.perf_counter() - start, 4),
+            }
+            append_row(path, row)
     return path
 
 
-def _scores(bundle, x, targets, maps, case, config) -> dict[str, float]:
+def _round(value: Any) -> float:
+    return round(float(value), 6)
+
+
+def _scores(bundle, x, targets, maps, case, config, key) -> dict[str, float]:
     truth = jnp.asarray(case.truth)[None]
     binary = localisation.binarize_for(maps, truth, config.iou_rule)
     score = faithfulness.target_score(bundle.model, bundle.variables, targets)
+    perturbation = {"baseline": config.baseline, "blur_sigma": config.blur_sigma}
     curves = faithfulness.insertion_deletion(
-        score, x, maps, pixels_per_step=config.pixels_per_step, blur_sigma=config.blur_sigma
+        score, x, maps, pixels_per_step=config.pixels_per_step, **perturbation
     )
+    sensitivity = [math.nan] * len(SENSITIVITY_FRACTIONS)
+    if config.sensitivity_samples:
+        pixels = case.truth.size
+        sizes = tuple(max(1, round(f * pixels)) for f in SENSITIVITY_FRACTIONS)
+        subsets_key = jax.random.fold_in(key, 1)
+        _, correlations = faithfulness.sensitivity_n(
+            score,
+            x,
+            maps,
+            subsets_key,
+            ns=sizes,
+            samples=config.sensitivity_samples,
+            **perturbation,
+        )
+        sensitivity = correlations[0]
+    marked = math.nan
+    if case.instances is not None and len(case.instances) >= 2:
+        marked = localisation.instances_marked(binary[0], case.instances, MARKED_SHARE)
+    pcc = math.nan
+    if case.severity is not None:
+        pcc = correlation.pearson(maps, jnp.asarray(case.severity)[None])[0]
     return {
-        "iou": round(float(localisation.iou(binary, truth)[0]), 6),
+        "iou": _round(localisation.iou(binary, truth)[0]),
         "pointing_game": int(localisation.pointing_game(maps, truth)[0]),
-        "mass_inside": round(float(localisation.mass_inside(maps, truth)[0]), 6),
-        "insertion_auc": round(float(curves.insertion_auc[0]), 6),
-        "deletion_auc": round(float(curves.deletion_auc[0]), 6),
-        "pcc": float("nan")
-        if case.severity is None
-        else round(float(correlation.pearson(maps, jnp.asarray(case.severity)[None])[0]), 6),
+        "mass_inside": _round(localisation.mass_inside(maps, truth)[0]),
+        "insertion_auc": _round(curves.insertion_auc[0]),
+        "deletion_auc": _round(curves.deletion_auc[0]),
+        **{c: _round(v) for c, v in zip(SENSITIVITY_COLUMNS, sensitivity, strict=True)},
+        "pcc": _round(pcc),
+        "instances_marked": _round(marked),
     }
 
 
-def summary(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Mean of each metric per method (rows in the order methods first appear), with the
-    number of cases."""
+def summary(
+    results: str | os.PathLike[str], by: Sequence[str] = ("method",)
+) -> list[dict[str, Any]]:
+    """One row per group of results (``by``: columns of ``KEYS``), in the order groups first
+    appear: the number of cases, each metric's mean over the cases that have it, and
+    ``seconds``' median (the first case of a method includes its compilation)."""
+    checks.check_names("by", tuple(by), KEYS)
     rows = read_rows(Path(results))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in by), []).append(row)
     table = []
-    for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        entry: dict[str, Any] = {"method": method, "cases": len(mine)}
+    for group, mine in groups.items():
+        entry: dict[str, Any] = {**dict(zip(by, group, strict=True)), "cases": len(mine)}
         for metric in METRICS:
             values = np.array([float(r[metric]) for r in mine])
             finite = values[~np.isnan(values)]
-            entry[metric] = round(float(finite.mean()), 4) if len(finite) else float("nan")
+            if not len(finite):
+                entry[metric] = math.nan
+            else:
+                middle = np.median(finite) if metric == "seconds" else finite.mean()
+                entry[metric] = round(float(middle), 4)
         table.append(entry)
     return table
 
 
-def markdown(table: list[dict[str, Any]]) -> str:
-    """A summary table as Markdown."""
+def pivot(table: Sequence[dict[str, Any]], rows: str, columns: str, value: str) -> list[dict]:
+    """A summary ``table`` (grouped by ``rows`` and ``columns``) as one row per ``rows`` value
+    and one column per ``columns`` value holding ``value``: e.g. the IoU of each method per
+    detector (Table 2) or per model (Table 3)."""
+    names = list(dict.fromkeys(str(r[columns]) for r in table))
+    out: dict[str, dict[str, Any]] = {}
+    for r in table:
+        entry = out.setdefault(str(r[rows]), {rows: r[rows], **dict.fromkeys(names, math.nan)})
+        entry[str(r[columns])] = r[value]
+    return list(out.values())
+
+
+def markdown(table: Sequence[dict[str, Any]]) -> str:
+    """A table as Markdown."""
     columns = list(table[0]) if table else ["method"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in table]
     return "\n".join(lines) + "\n"
 
 
-def write_csv(table: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
-    """A summary table as CSV (replacing the file)."""
+def write_csv(table: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """A table as CSV (replacing the file)."""
     path = Path(path)
     path.unlink(missing_ok=True)
     for row in table:
         append_row(path, row)
+
+
+def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -> str:
+    """Every table and plot of a results file into the folder ``out``; returns the Markdown.
+
+    * ``summary.md`` / ``summary.csv``: per model and method, every metric (Table 1's IoU,
+      Fig. 2's AUCs, Fig. 3b's Sensitivity-N, the PCC table) and the seconds per case;
+    * ``iou_by_target.csv``: IoU per method and target class or detector (Table 2);
+    * ``iou_by_model.csv``: IoU per method and model, when the file holds several (Table 3);
+    * plots: ``insertion_deletion.png`` (Fig. 2), ``iou.png``, ``pcc.png`` (severity models),
+      ``sensitivity_n.png`` (Fig. 3b), one set per model.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_method = summary(results, ("model", "method"))
+    if not per_method:
+        raise ValueError(f"results: {results} holds no row to summarise.")
+    models = list(dict.fromkeys(r["model"] for r in per_method))
+    sections = ["## Per model and method\n", markdown(per_method)]
+    write_csv(per_method, out / "summary.csv")
+    by_target = summary(results, ("method", "target_name"))
+    targets = pivot(by_target, "method", "target_name", "iou")
+    sections += ["\n## IoU per target and method\n", markdown(targets)]
+    write_csv(targets, out / "iou_by_target.csv")
+    if len(models) > 1:
+        by_model = pivot(per_method, "method", "model", "iou")
+        sections += ["\n## IoU per model and method\n", markdown(by_model)]
+        write_csv(by_model, out / "iou_by_model.csv")
+    for model in models:
+        mine = [r for r in per_method if r["model"] == model]
+        suffix = "" if len(models) == 1 else f"_{model}"
+        report_plots.insertion_deletion(mine, out / f"insertion_deletion{suffix}.png")
+        for metric in ("iou", "pcc"):
+            if any(not math.isnan(float(r[metric])) for r in mine):
+                report_plots.metric_bars(mine, metric, out / f"{metric}{suffix}.png")
+        if any(not math.isnan(float(r[SENSITIVITY_COLUMNS[0]])) for r in mine):
+            report_plots.sensitivity_n(
+                mine, SENSITIVITY_FRACTIONS, SENSITIVITY_COLUMNS, out / f"sensitivity_n{suffix}.png"
+            )
+    text = "".join(sections)
+    (out / "summary.md").write_text(text)
+    return text

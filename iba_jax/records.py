@@ -10,8 +10,17 @@ from typing import Any
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
     """Appends ``row`` to the CSV file ``path`` (writing the header first for a new file) and
-    flushes it to disk, so a kill after the call never loses it."""
+    flushes it to disk, so a kill after the call never loses it. An existing file must have
+    the row's columns, in order."""
     new = not path.exists()
+    if not new:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != list(row):
+            raise ValueError(
+                f"{path}: its columns {header} differ from the rows being added {list(row)} (a "
+                "file written by another version or for another task); write to a new file."
+            )
     with path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
         if new:

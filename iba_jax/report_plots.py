@@ -2,7 +2,7 @@
 
 ``insertion_deletion``: the paper's Fig. 2, each method's mean insertion AUC against its mean
 deletion AUC (faithful methods sit top left). ``metric_bars``: one metric per method, e.g. the
-IoU of Table 1 or the correlation with the severity map.
+IoU of Table 1 or the correlation with the severity map. ``sensitivity_n``: Fig. 3b.
 """
 
 from __future__ import annotations
@@ -48,6 +48,27 @@ def metric_bars(table: Sequence[dict[str, Any]], metric: str, path: str | os.Pat
     for label in axes.get_xticklabels():
         label.set_horizontalalignment("right")
     axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def sensitivity_n(
+    table: Sequence[dict[str, Any]],
+    fractions: Sequence[float],
+    columns: Sequence[str],
+    path: str | os.PathLike[str],
+) -> None:
+    """Fig. 3b: each method's mean Sensitivity-N correlation (y) against the share of pixels
+    removed (x, log scale), one line per method."""
+    figure, axes = plt.subplots(figsize=(5.5, 4.2), dpi=120)
+    for row in table:
+        axes.plot(fractions, [float(row[c]) for c in columns], marker="o", label=row["method"])
+    axes.set_xscale("log")
+    axes.set_xlabel("share of pixels removed (n / pixels)")
+    axes.set_ylabel("Pearson correlation (Sensitivity-N)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -1,6 +1,7 @@
 """Dataset-wide evaluation: the rows, resumption after a crash, the summary, and the CLI."""
 
 import csv
+import shutil
 
 import jax
 import numpy as np
@@ -11,14 +12,19 @@ from iba_jax import evaluation
 from iba_jax.attribute import IBAConfig
 from iba_jax.bundle import InputSpec, ModelBundle, save_bundle
 from iba_jax.cli import main
-from iba_jax.data import phantoms
+from iba_jax.data import brixia, phantoms
 from iba_jax.data.preprocess import to_uint8, unit_range
+from iba_jax.metrics import localisation
 from iba_jax.models import DenseNet, densenet_tiny
 from iba_jax.pretrained import load_pretrained, pretrained_dir
 from iba_jax.stats import estimate_feature_stats
 
 # Fewer IBA steps and coarser insertion/deletion than the defaults: the same code, faster.
-QUICK = {"iba": IBAConfig(steps=3, samples=2), "pixels_per_step": 128 * 128 // 10}
+QUICK = {
+    "iba": IBAConfig(steps=3, samples=2),
+    "pixels_per_step": 128 * 128 // 10,
+    "sensitivity_samples": 4,
+}
 CONFIG = evaluation.EvaluationConfig(methods=("iba", "grad_cam", "random"), limit=4, **QUICK)
 
 
@@ -69,6 +75,7 @@ def test_cases_come_from_the_positive_labels_with_ground_truth(setting):
                 if f == case.target
             ]
             np.testing.assert_array_equal(case.truth, np.any(mine, axis=0))
+            np.testing.assert_array_equal(case.instances, mine)  # one by one, in order
 
 
 def test_rows_summary_and_a_crash_resumed(setting, tmp_path):
@@ -90,7 +97,13 @@ def test_rows_summary_and_a_crash_resumed(setting, tmp_path):
     partial = rows(path)
     assert 0 < len(partial) < len(expected)
     evaluation.evaluate(bundle, source, path, CONFIG, stats)
-    assert rows(path) == expected  # nothing lost, nothing computed twice, same values
+    resumed = rows(path)
+    assert resumed[: len(partial)] == partial  # finished rows kept, not recomputed
+    timeless = lambda table: [{k: v for k, v in r.items() if k != "seconds"} for r in table]
+    assert timeless(resumed) == timeless(expected)  # nothing lost or twice, same values
+    assert all(float(r["seconds"]) > 0 for r in resumed)
+    sensitivity = [float(r[c]) for r in expected for c in evaluation.SENSITIVITY_COLUMNS]
+    assert np.isfinite(sensitivity).mean() > 0.9  # NaN only where a map is constant on subsets
 
     table = {r["method"]: r for r in evaluation.summary(whole)}
     assert table["iba"]["cases"] == n_cases
@@ -99,6 +112,20 @@ def test_rows_summary_and_a_crash_resumed(setting, tmp_path):
     assert table["iba"]["iou"] > table["random"]["iou"]  # the maps find the lesions
     text = evaluation.markdown(evaluation.summary(whole))
     assert text.splitlines()[0].startswith("| method | cases | iou |")
+    by_target = evaluation.summary(whole, ("method", "target_name"))
+    assert {r["target_name"] for r in by_target} <= set(phantoms.FINDINGS)
+    assert sum(r["cases"] for r in by_target) == 3 * n_cases
+
+
+def test_pivot_puts_one_group_per_column():
+    table = [
+        {"method": "iba", "model": "a", "iou": 0.5},
+        {"method": "iba", "model": "b", "iou": 0.7},
+        {"method": "random", "model": "b", "iou": 0.1},
+    ]
+    out = evaluation.pivot(table, "method", "model", "iou")
+    assert out[0] == {"method": "iba", "a": 0.5, "b": 0.7}
+    assert out[1]["b"] == 0.1 and np.isnan(out[1]["a"])
 
 
 def test_missing_feature_statistics_say_how_to_make_them(tmp_path):
@@ -110,6 +137,10 @@ def test_missing_feature_statistics_say_how_to_make_them(tmp_path):
         evaluation.load_stats(tmp_path / "m", ["denseblock3"])
     with pytest.raises(ValueError, match="methods: expected one of"):
         evaluation.EvaluationConfig(methods=("lime",))
+    with pytest.raises(ValueError, match="sensitivity_samples"):
+        evaluation.EvaluationConfig(sensitivity_samples=-1)
+    with pytest.raises(ValueError, match="baseline"):
+        evaluation.EvaluationConfig(baseline="noise")
 
 
 def test_estimate_and_evaluate_commands(tmp_path, capsys):
@@ -122,17 +153,31 @@ def test_estimate_and_evaluate_commands(tmp_path, capsys):
     data = ["cxr_phantoms", "--config", "classification_64_mini", "--data-dir", str(tmp_path)]
     assert main(["estimate", "--model", str(model), *data, "--layers", "denseblock3"]) == 0
     assert "estimated denseblock3 over 32 images" in capsys.readouterr().out
+    other = tmp_path / "other"
+    shutil.copytree(model, other)
     out = tmp_path / "eval"
-    args = ["evaluate", "--model", str(model), *data, "--methods", "iba,random", "--limit", "3"]
+    args = ["evaluate", "--model", str(model), "--model", str(other), *data]
+    args += ["--methods", "iba,random", "--limit", "3", "--sensitivity-samples", "4"]
     assert main([*args, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| iba |" in printed and (out / "summary.md").read_text() in printed
+    assert "| model | iba |" in printed and (out / "summary.md").read_text() in printed
     assert {r["method"] for r in rows(out / "results.csv")} == {"iba", "random"}
-    assert [r["method"] for r in rows(out / "summary.csv")] == ["iba", "random"]
-    for plot in ("insertion_deletion.png", "iou.png"):
-        picture = np.asarray(PIL.Image.open(out / plot).convert("L"))
-        assert picture.shape[0] > 200 and picture.std() > 10  # drawn, not blank
-    assert not (out / "pcc.png").exists()  # no severity maps here
+    summary = rows(out / "summary.csv")
+    assert [(r["model"], r["method"]) for r in summary] == [
+        ("model", "iba"),
+        ("model", "random"),
+        ("other", "iba"),
+        ("other", "random"),
+    ]
+    same = [r["iou"] for r in summary if r["method"] == "iba"]
+    assert same[0] == same[1]  # the same weights and seeds: the same maps
+    assert [r["method"] for r in rows(out / "iou_by_model.csv")] == ["iba", "random"]
+    assert set(rows(out / "iou_by_target.csv")[0]) <= {"method", *phantoms.FINDINGS}
+    for model_name in ("model", "other"):
+        for plot in ("insertion_deletion", "iou", "sensitivity_n"):
+            picture = np.asarray(PIL.Image.open(out / f"{plot}_{model_name}.png").convert("L"))
+            assert picture.shape[0] > 200 and picture.std() > 10  # drawn, not blank
+    assert not list(out.glob("pcc*.png"))  # no severity maps here
     wrong = ["--config", "classification_128"]
     assert (
         main(
@@ -171,3 +216,37 @@ def test_regression_cases_and_rows(tmp_path):
     table = {r["method"]: r for r in evaluation.summary(path)}
     assert table["regression_iba_mse"]["cases"] == 3
     assert table["regression_iba_mse"]["pcc"] > table["random"]["pcc"]
+
+
+def test_detector_cases_are_the_zones_each_detector_is_about():
+    test = (phantoms.generate("regression", 128, 0, "test", i) for i in range(40))
+    examples = [regression_example(p) for p in test]
+    seen = set()
+    for index, ex in enumerate(examples):
+        found = evaluation.cases(ex, index, brixia.DETECTOR_LABELS)
+        fired = np.nonzero(brixia.detector_labels(ex["zone_scores"]))[0]
+        assert [c.target for c in found] == list(fired)
+        zones = ex["zone_map"][..., 0]
+        for case in found:
+            wanted = {0: (0, 1), 1: (2,), 2: (3,)}[case.target]
+            chosen = [k + 1 for k, s in enumerate(ex["zone_scores"]) if s in wanted]
+            np.testing.assert_array_equal(case.truth, np.isin(zones, chosen))
+            assert case.truth.any()
+            seen.add(case.target)
+    assert seen == {0, 1, 2}  # 40 phantoms exercise every detector
+
+
+def test_instances_marked_counts_instances_covered_by_half():
+    instances = np.zeros((3, 8, 8), bool)
+    instances[0, :2, :2] = True
+    instances[1, 4:6, 4:6] = True
+    instances[2, 6:, :4] = True
+    predicted = instances[0] | instances[1]
+    predicted[4, 4] = False  # instance 1 still covered by 3/4
+    assert localisation.instances_marked(predicted, instances) == pytest.approx(2 / 3)
+    predicted[4, 5] = False  # now by 1/2
+    assert localisation.instances_marked(predicted, instances) == pytest.approx(2 / 3)
+    predicted[5, 4] = False  # 1/4
+    assert localisation.instances_marked(predicted, instances) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="instances"):
+        localisation.instances_marked(predicted, instances[0])

@@ -76,13 +76,17 @@ def parse_brixia_score(text: str) -> tuple[int, ...]:
     return scores
 
 
+def detector_zones(zone_scores: Sequence[int]) -> np.ndarray:
+    """Which zones each of the paper's three detectors is about, ``(3, 6)`` bool: zones scored
+    0 or 1, zones scored 2, zones scored 3 (the ground truth of a detector's explanation)."""
+    scores = np.asarray(zone_scores)
+    return np.stack([scores <= 1, scores == 2, scores == 3])
+
+
 def detector_labels(zone_scores: Sequence[int]) -> tuple[bool, bool, bool]:
     """The paper's three detector targets: a zone scored 0 or 1, a zone scored 2, one scored 3."""
-    return (
-        any(s <= 1 for s in zone_scores),
-        any(s == 2 for s in zone_scores),
-        any(s == 3 for s in zone_scores),
-    )
+    present = detector_zones(zone_scores).any(axis=1)
+    return (bool(present[0]), bool(present[1]), bool(present[2]))
 
 
 def read_metadata(path: str | os.PathLike[str]) -> list[Record]:

@@ -38,16 +38,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
+from iba_jax.data.brixia import DETECTOR_LABELS, ZONES, detector_labels
 from iba_jax.data.preprocess import to_uint8
 
 FINDINGS = ("Mass", "Nodule", "Effusion", "Cardiomegaly")
-ZONES = ("A", "B", "C", "D", "E", "F")
 TASKS = ("classification", "regression")
 SPLITS = ("train", "validation", "test")
 
@@ -402,7 +402,11 @@ def _configs() -> list[PhantomConfig]:
 class CxrPhantoms(tfds.core.GeneratorBasedBuilder):
     """Synthetic chest radiographs with pixel-exact ground truth (generated, no download)."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Regression configs: detector_labels (BrixIA's three detector targets).",
+    }
     BUILDER_CONFIGS = _configs()
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -429,10 +433,13 @@ class CxrPhantoms(tfds.core.GeneratorBasedBuilder):
             features.update(
                 zone_scores=tfds.features.Tensor(shape=(len(ZONES),), dtype=np.int32),
                 global_score=tfds.features.Scalar(dtype=np.int32),
+                detector_labels=tfds.features.Tensor(shape=(len(DETECTOR_LABELS),), dtype=np.bool_),
                 zone_map=tfds.features.Image(shape=shape, dtype=np.uint8),
                 severity_map=tfds.features.Image(shape=shape, dtype=np.uint8),
             )
-            metadata = tfds.core.MetadataDict(zones=list(ZONES))
+            metadata = tfds.core.MetadataDict(
+                zones=list(ZONES), detector_labels=list(DETECTOR_LABELS)
+            )
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__.splitlines()[0],
@@ -471,6 +478,7 @@ def _example(phantom: Phantom, task: str) -> dict[str, Any]:
     else:
         example["zone_scores"] = phantom.zone_scores
         example["global_score"] = int(phantom.zone_scores.sum())
+        example["detector_labels"] = np.array(detector_labels(phantom.zone_scores))
         example["zone_map"] = _png(phantom.zone_map)
         example["severity_map"] = _png(phantom.severity_map)
     return example

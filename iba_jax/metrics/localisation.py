@@ -65,6 +65,16 @@ def mass_inside(maps: jax.Array, truth: jax.Array) -> jax.Array:
     return jnp.where(total > 0, (maps * truth).sum(axis=(1, 2)) / total, jnp.nan)
 
 
+def instances_marked(predicted: np.ndarray, instances: np.ndarray, share: float = 0.5) -> float:
+    """Fraction of the ``instances`` ``(K, H, W)`` (bool, one mask each) of which a binarised
+    map ``predicted`` ``(H, W)`` covers at least ``share`` of the pixels: whether a method marks
+    every instance of a finding or only the most telling one."""
+    instances = np.asarray(instances, bool)
+    checks.check_rank("instances", instances, 3, "(instances, H, W) boolean masks")
+    covered = (instances & np.asarray(predicted, bool)[None]).sum(axis=(1, 2))
+    return float(np.mean(covered >= share * instances.sum(axis=(1, 2))))
+
+
 def lung_zones(lung_mask: np.ndarray) -> np.ndarray:
     """Six zones from a binary lung mask ``(H, W)``, as BrixIA defines them: the image is cut
     at the lungs' middle column into the two lungs, each lung by height into thirds of its
