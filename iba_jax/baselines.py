@@ -3,7 +3,7 @@
 Each explains the logit of one target class per image (the output before the head, as the
 paper's code does), batched over images and jit-compiled; nothing here depends on the
 bottleneck. Every function returns the raw attribution; ``pixel_map`` turns an input-space
-attribution into one value per pixel.
+attribution into one value per pixel. LRP, the fourth baseline, is ``iba_jax.lrp``.
 
 References:
   Simonyan, Vedaldi, Zisserman. Deep Inside Convolutional Networks. ICLR workshop 2014.

@@ -72,6 +72,21 @@ def test_sensitivity_n_is_one_for_the_exact_attribution_of_a_linear_model():
     assert np.nanmean(noise) < 0.9
 
 
+def test_sensitivity_n_subsets_have_exactly_n_pixels_drawn_uniformly():
+    sizes = jnp.asarray([1, 7, 100, 255])
+    masks = faithfulness._random_subsets(jax.random.key(0), sizes, 4000, 16, 16)
+    np.testing.assert_array_equal(
+        masks.sum(axis=(2, 3)), np.broadcast_to(sizes[:, None], (4, 4000))
+    )
+    # Every pixel is chosen about n / 256 of the time (binomial: within 5 standard deviations).
+    share = masks.mean(axis=1)  # (sizes, 16, 16)
+    expected = (np.asarray(sizes) / 256)[:, None, None]
+    spread = np.sqrt(expected * (1 - expected) / 4000)
+    assert np.all(np.abs(share - expected) <= 5 * spread + 1e-9)
+    # Sizes are drawn independently: the subsets of 100 are not nested in those of 255.
+    assert not np.all(masks[3] >= masks[2])
+
+
 def test_box_masks_iou_pointing_and_mass():
     mask = localisation.box_mask(np.array([[0.0, 0.0, 0.5, 0.5]]), 4, 4)
     assert mask.sum() == 4 and mask[:2, :2].all()

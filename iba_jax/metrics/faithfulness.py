@@ -187,17 +187,42 @@ def sensitivity_n(
         ns = tuple(np.unique(np.geomspace(0.01 * pixels, 0.8 * pixels, 10).astype(int)))
     reference = _baseline(images, baseline, blur_sigma)
     result = np.zeros((n_images, len(ns)))
+    sizes = jnp.asarray(ns, jnp.int32)
     for i in range(n_images):
         full = float(score_fn(images[i][None], i)[0])
-        for j, size in enumerate(ns):
-            k = jax.random.fold_in(jax.random.fold_in(key, i), j)
-            noise = jax.random.uniform(k, (samples, pixels))
-            masks = (pixel_ranks(noise.reshape(samples, h, w)) < size)[..., None]
-            perturbed = jnp.where(masks, reference[i][None], images[i][None])
+        masks = _random_subsets(jax.random.fold_in(key, i), sizes, samples, h, w)
+        masses = np.asarray((maps[i][None, None] * masks).sum(axis=(2, 3)))  # (K, samples)
+        for j in range(len(ns)):
+            perturbed = jnp.where(masks[j][..., None], reference[i][None], images[i][None])
             drops = full - _scores_in_chunks(score_fn, perturbed, i, batch_size)
-            mass = np.asarray((maps[i][None] * masks[..., 0]).sum(axis=(1, 2)))
-            result[i, j] = _pearson(mass, drops)
+            result[i, j] = _pearson(masses[j], drops)
     return np.asarray(ns), result
+
+
+@functools.partial(jax.jit, static_argnames=("samples", "height", "width"))
+def _random_subsets(key: jax.Array, sizes: jax.Array, samples: int, height: int, width: int):
+    """Masks ``(K, samples, H, W)``: for each ``sizes[j]``, ``samples`` subsets of exactly that
+    many pixels, drawn under ``fold_in(key, j)``.
+
+    A subset is the pixels with the largest sort keys, a key being random bits above the
+    pixel's index (so that keys are unique and a threshold picks exactly n pixels): one sort of
+    values per subset, four times cheaper than ranking the pixels. The random part has
+    32 − ⌈log2(H·W)⌉ bits (18 at 128 px, 16 at 224 px); only pixels whose random parts tie at
+    the threshold are chosen by index.
+    """
+    pixels = height * width
+    index_bits = max(1, (pixels - 1).bit_length())
+    if index_bits > 24:
+        raise ValueError(f"maps: expected at most 2**24 pixels; got {height}x{width}.")
+    index = jnp.arange(pixels, dtype=jnp.uint32)
+
+    def subsets(j, size):
+        bits = jax.random.bits(jax.random.fold_in(key, j), (samples, pixels), jnp.uint32)
+        keys = ((bits >> index_bits) << index_bits) | index[None]
+        threshold = jnp.sort(keys, axis=1)[:, pixels - size]
+        return (keys >= threshold[:, None]).reshape(samples, height, width)
+
+    return jax.vmap(subsets)(jnp.arange(len(sizes)), sizes)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

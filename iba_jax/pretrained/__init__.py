@@ -1,6 +1,8 @@
-"""Models shipped with iba-jax: a classifier and a severity regressor of the phantom set.
+"""Models shipped with iba-jax: classifiers, a severity regressor and detectors of the phantoms.
 
-Both are small DenseNets (growth 12, blocks 2-4-8-6, 24 initial features; 1-channel 128 px
+``phantoms_cls`` (BCE) and ``phantoms_cls_weighted`` (weighted BCE) classify the four findings;
+``phantoms_reg`` regresses the BrixIA-like global score; ``phantoms_detectors`` are BrixIA's
+three detectors (some zone scored 0-1 / 2 / 3). All are small DenseNets (growth 12, blocks 2-4-8-6, 24 initial features; 1-channel 128 px
 input, pixels in [0, 1]) trained by ``train/`` on ``cxr_phantoms``; the README in this folder
 gives the exact commands and their test-split metrics. They are what the demo, the notebooks
 and the phantom benchmark explain.
@@ -19,7 +21,7 @@ from pathlib import Path
 from iba_jax import checks
 from iba_jax.bundle import ModelBundle, load_bundle
 
-PRETRAINED = ("phantoms_cls", "phantoms_reg")
+PRETRAINED = ("phantoms_cls", "phantoms_cls_weighted", "phantoms_reg", "phantoms_detectors")
 
 
 def pretrained_dir(name: str) -> Path:
@@ -29,5 +31,5 @@ def pretrained_dir(name: str) -> Path:
 
 
 def load_pretrained(name: str) -> ModelBundle:
-    """One of the shipped model bundles: ``phantoms_cls`` or ``phantoms_reg``."""
+    """One of the shipped model bundles (``PRETRAINED``)."""
     return load_bundle(pretrained_dir(name))
