@@ -2,9 +2,10 @@
 
 ``phantoms_cls`` (BCE) and ``phantoms_cls_weighted`` (weighted BCE) classify the four findings;
 ``phantoms_reg`` regresses the BrixIA-like global score; ``phantoms_detectors`` are BrixIA's
-three detectors (some zone scored 0-1 / 2 / 3). All are small DenseNets (growth 12, blocks 2-4-8-6, 24 initial features; 1-channel 128 px
-input, pixels in [0, 1]) trained by ``train/`` on ``cxr_phantoms``; the README in this folder
-gives the exact commands and their test-split metrics. They are what the demo, the notebooks
+three detectors (some zone scored 0-1 / 2 / 3). All are small DenseNets (growth 12, blocks
+2-4-8-6, 24 initial features; 1-channel 128 px input, pixels in [0, 1]) trained by ``train/``
+on ``cxr_phantoms``; the README in this folder gives the exact commands and their test-split
+metrics. They are what the demo, the notebooks
 and the phantom benchmark explain.
 
 >>> from iba_jax.pretrained import load_pretrained
