@@ -29,6 +29,7 @@ from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, sav
 from iba_jax.data import building, phantoms
 from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
 from iba_jax.labels import LABEL_SETS, parse_label_names
+from iba_jax.metrics import localisation
 from iba_jax.models.densenet import ARCHITECTURES, HEADS, DenseNet
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
 from iba_jax.records import read_rows
@@ -189,6 +190,7 @@ def _evaluate(args: argparse.Namespace) -> None:
             limit=args.limit,
             seed=args.seed,
             baseline=args.baseline,
+            iou_rule=args.iou_rule,
             sensitivity_samples=args.sensitivity_samples,
         )
         stats = evaluation.load_stats(model_dir, evaluation.needed_layers(methods))
@@ -350,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("blur", "zero"),
         default="blur",
         help="what replaces removed pixels in insertion/deletion and Sensitivity-N",
+    )
+    evaluate.add_argument(
+        "--iou-rule",
+        choices=localisation.RULES,
+        default="area",
+        help="how maps are binarised for IoU: area (as many pixels as the ground truth; the "
+        "tables' default), l2, percentile or otsu",
     )
     evaluate.add_argument(
         "--sensitivity-samples",

@@ -15,13 +15,13 @@ TEST_IMAGES = 300  # the test split of the classification_128 / regression_128 c
 
 
 @functools.cache
-def test_split(task, size):
+def phantoms_of_the_test_split(task, size):
     return [phantoms.generate(task, size, 0, "test", i) for i in range(TEST_IMAGES)]
 
 
 def outputs_on_the_test_split(name, task):
     bundle = load_pretrained(name)
-    truth = test_split(task, bundle.input_spec.image_size)
+    truth = phantoms_of_the_test_split(task, bundle.input_spec.image_size)
     # The images exactly as the TFDS build stores them (uint8), then as the trainer feeds them.
     images = np.stack([to_uint8(p.image) for p in truth])[..., None] / np.float32(255)
     x = bundle.input_spec.normalize(images.astype(np.float32))
