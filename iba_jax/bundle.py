@@ -120,6 +120,11 @@ def _metadata(bundle: ModelBundle) -> dict[str, Any]:
     }
 
 
+def bundle_checksum(bundle: ModelBundle) -> str:
+    """The content checksum of a bundle in memory (the one ``save_bundle`` records)."""
+    return content_checksum(_metadata(bundle), bundle.variables)
+
+
 def content_checksum(metadata: dict[str, Any], variables: Variables) -> str:
     """sha256 over the metadata (canonical JSON) and every variable's path, dtype, shape, bytes."""
     digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())

@@ -28,6 +28,7 @@ as Markdown, CSV and PNG plots.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -41,7 +42,7 @@ import numpy as np
 
 from iba_jax import baselines, checks, lrp, report_plots
 from iba_jax.attribute import IBAConfig, iba, inverse_iba, multilayer_iba, regression_iba
-from iba_jax.bundle import ModelBundle, load_feature_stats, stats_layers
+from iba_jax.bundle import ModelBundle, bundle_checksum, load_feature_stats, stats_layers
 from iba_jax.data.brixia import DETECTOR_LABELS, detector_zones
 from iba_jax.data.preprocess import unit_range
 from iba_jax.metrics import correlation, faithfulness, localisation
@@ -265,6 +266,37 @@ def _classification_cases(example: dict[str, Any], index: int) -> list[Case]:
     return found
 
 
+def settings_path(results: Path) -> Path:
+    """Where the settings of each model's rows in ``results`` are recorded."""
+    return results.with_suffix(".settings.json")
+
+
+def _check_settings(path: Path, model_name: str, bundle: ModelBundle, config: EvaluationConfig):
+    """Records the model's checksum and the settings its rows are computed with, or, resuming,
+    refuses to mix rows of other weights or settings into the file (methods and limit may
+    change: they choose rows, not their values)."""
+    recorded_path = settings_path(path)
+    recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else {}
+    values = dataclasses.asdict(config)
+    del values["methods"], values["limit"]
+    mine = {"model_sha256": bundle_checksum(bundle), **values}
+    mine = json.loads(json.dumps(mine))  # as it reads back (tuples as lists)
+    if model_name in recorded:
+        before = recorded[model_name]
+        changed = sorted(k for k in set(before) | set(mine) if before.get(k) != mine.get(k))
+        if changed:
+            raise ValueError(
+                f"results: the rows of model {model_name!r} in {path} were computed with other "
+                f"{', '.join(changed)} ({', '.join(f'{k}={before.get(k)!r}' for k in changed)}"
+                "); evaluate into a new file, or with the same model and settings."
+            )
+        return
+    recorded[model_name] = mine
+    partial = recorded_path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(recorded, indent=2, sort_keys=True))
+    partial.replace(recorded_path)
+
+
 def _done(path: Path) -> set[tuple[str, int, int, str]]:
     return {(r["model"], int(r["index"]), int(r["target"]), r["method"]) for r in read_rows(path)}
 
@@ -287,7 +319,9 @@ def evaluate(
       source: a data source of a split (``iba_jax.data.building.data_source``): examples with
         ``image`` (uint8) and either multi-hot ``labels`` and ``objects`` (masks or boxes) or
         BrixIA's ``zone_map``, ``zone_scores`` (and ``global_score``, ``severity_map``).
-      results: the CSV file; rows already in it (same model name) are skipped.
+      results: the CSV file; rows already in it (same model name) are skipped. The model's
+        checksum and the settings are recorded beside it (``settings_path``): resuming with
+        other weights or settings under the same model name is refused.
       stats: feature statistics per layer (``load_stats``).
       model_name: the ``model`` column, to compare several models in one file.
       progress: wraps the loop over images (a progress bar in the CLI).
@@ -297,6 +331,7 @@ def evaluate(
     """
     path = Path(results)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _check_settings(path, model_name, bundle, config)
     done = _done(path)
     model, variables = bundle.model, bundle.variables
     count = len(source) if config.limit is None else min(config.limit, len(source))

@@ -1,6 +1,7 @@
 """Dataset-wide evaluation: the rows, resumption after a crash, the summary, and the CLI."""
 
 import csv
+import dataclasses
 import shutil
 
 import jax
@@ -102,6 +103,17 @@ def test_rows_summary_and_a_crash_resumed(setting, tmp_path):
     timeless = lambda table: [{k: v for k, v in r.items() if k != "seconds"} for r in table]
     assert timeless(resumed) == timeless(expected)  # nothing lost or twice, same values
     assert all(float(r["seconds"]) > 0 for r in resumed)
+    other_seed = dataclasses.replace(CONFIG, seed=1)
+    with pytest.raises(ValueError, match=r"other seed \(seed=0\)"):
+        evaluation.evaluate(bundle, source, path, other_seed, stats)
+    other_weights = dataclasses.replace(
+        bundle, variables=jax.tree.map(lambda a: a * 2, bundle.variables)
+    )
+    with pytest.raises(ValueError, match="other model_sha256"):
+        evaluation.evaluate(
+            bundle=other_weights, source=source, results=path, config=CONFIG, stats=stats
+        )
+    assert rows(path) == resumed  # refused before touching the file
     sensitivity = [float(r[c]) for r in expected for c in evaluation.SENSITIVITY_COLUMNS]
     assert np.isfinite(sensitivity).mean() > 0.9  # NaN only where a map is constant on subsets
 
