@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from iba_jax import evaluation
+from iba_jax import evaluation, methods
 from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
 from iba_jax.data import building, phantoms
 from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
@@ -180,20 +180,20 @@ def _evaluate(args: argparse.Namespace) -> None:
         _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
         if args.methods is None:
             regression = bundle.config.head == "relu"
-            methods = (
+            chosen = (
                 evaluation.REGRESSION_METHODS if regression else evaluation.CLASSIFICATION_METHODS
             )
         else:
-            methods = tuple(m.strip() for m in args.methods.split(","))
+            chosen = tuple(m.strip() for m in args.methods.split(","))
         config = evaluation.EvaluationConfig(
-            methods=methods,
+            methods=chosen,
             limit=args.limit,
             seed=args.seed,
             baseline=args.baseline,
             iou_rule=args.iou_rule,
             sensitivity_samples=args.sensitivity_samples,
         )
-        stats = evaluation.load_stats(model_dir, evaluation.needed_layers(methods))
+        stats = evaluation.load_stats(model_dir, methods.needed_layers(chosen))
         evaluation.evaluate(
             bundle,
             source,
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--methods",
         default=None,
-        help=f"comma-separated, from {', '.join(evaluation.METHODS)} (default: the "
+        help=f"comma-separated, from {', '.join(methods.METHODS)} (default: the "
         "classification or the regression set, by the model's head)",
     )
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N images")

@@ -40,86 +40,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iba_jax import baselines, checks, lrp, report_plots
-from iba_jax.attribute import IBAConfig, iba, inverse_iba, multilayer_iba, regression_iba
+from iba_jax import checks, report_plots
 from iba_jax.bundle import ModelBundle, bundle_checksum, load_feature_stats, stats_layers
 from iba_jax.data.brixia import DETECTOR_LABELS, detector_zones
 from iba_jax.data.preprocess import unit_range
+from iba_jax.methods import METHODS, MethodSettings, attribution_maps
 from iba_jax.metrics import correlation, faithfulness, localisation
 from iba_jax.records import append_row, read_rows
 from iba_jax.stats import FeatureStats
 
-MethodFn = Callable[..., jax.Array]
-IBA_LAYER = "denseblock3"
-MULTILAYER = ("denseblock1", "denseblock2", "denseblock3")
 # Sensitivity-N's subset sizes, as fractions of the pixels (log-spaced, 1 % to 80 %).
 SENSITIVITY_FRACTIONS = (0.01, 0.025, 0.06, 0.15, 0.35, 0.8)
 SENSITIVITY_COLUMNS = tuple(f"sensitivity_n@{f}" for f in SENSITIVITY_FRACTIONS)
 # An instance is marked when the binarised map covers at least this share of its pixels.
 MARKED_SHARE = 0.5
-
-
-def _iba(model, variables, stats, x, targets, key, cfg, case):
-    return iba(model, variables, stats[IBA_LAYER], x, targets, config=cfg.iba, key=key)[0]
-
-
-def _inverse(model, variables, stats, x, targets, key, cfg, case):
-    return inverse_iba(model, variables, stats[IBA_LAYER], x, targets, config=cfg.iba, key=key)[0]
-
-
-def _multilayer(model, variables, stats, x, targets, key, cfg, case):
-    chosen = {layer: stats[layer] for layer in MULTILAYER}
-    return multilayer_iba(model, variables, chosen, x, targets, config=cfg.iba, key=key).map
-
-
-def _gradients(model, variables, stats, x, targets, key, cfg, case):
-    return baselines.pixel_map(baselines.gradients(model, variables, x, targets))
-
-
-def _integrated(model, variables, stats, x, targets, key, cfg, case):
-    attribution = baselines.integrated_gradients(
-        model, variables, x, targets, steps=cfg.ig_steps, baseline="zero"
-    )
-    return baselines.pixel_map(attribution)
-
-
-def _grad_cam(model, variables, stats, x, targets, key, cfg, case):
-    return baselines.grad_cam(model, variables, x, targets)
-
-
-def _lrp(model, variables, stats, x, targets, key, cfg, case):
-    return baselines.pixel_map(lrp.lrp(model, variables, x, targets), reduce="sum")
-
-
-def _random(model, variables, stats, x, targets, key, cfg, case):
-    return jax.random.uniform(key, x.shape[:3])
-
-
-def _regression(loss):
-    def method(model, variables, stats, x, targets, key, cfg, case):
-        label = None if loss != "mse" else jnp.asarray([case.label], jnp.float32)
-        layer_stats = stats[IBA_LAYER]
-        return regression_iba(
-            model, variables, layer_stats, x, label, loss=loss, config=cfg.iba, key=key
-        )[0]
-
-    return method
-
-
-# name -> (function, feature-stat layers it needs)
-METHODS: dict[str, tuple[MethodFn, tuple[str, ...]]] = {
-    "iba": (_iba, (IBA_LAYER,)),
-    "inverse_iba": (_inverse, (IBA_LAYER,)),
-    "multilayer_iba": (_multilayer, MULTILAYER),
-    "gradients": (_gradients, ()),
-    "integrated_gradients": (_integrated, ()),
-    "grad_cam": (_grad_cam, ()),
-    "lrp": (_lrp, ()),
-    "random": (_random, ()),
-    "regression_iba_mse": (_regression("mse"), (IBA_LAYER,)),
-    "regression_iba_rm": (_regression("rm"), (IBA_LAYER,)),
-    "regression_iba_deviation": (_regression("deviation"), (IBA_LAYER,)),
-}
 CLASSIFICATION_METHODS = (
     "iba",
     "inverse_iba",
@@ -170,8 +104,7 @@ class EvaluationConfig:
       blur_sigma: the blurred baseline's sigma (pixels; the paper: 10).
       sensitivity_samples: random pixel subsets per size of Sensitivity-N (0 skips it; each
         costs one forward pass per size).
-      ig_steps: Integrated Gradients' quadrature points.
-      iba: the IBA settings (the paper's defaults).
+      settings: the methods' settings (the paper's defaults).
       seed: the PRNG seed of the noise of IBA, of the random maps and of Sensitivity-N's subsets
         (one key per image and target).
       limit: evaluate only the first N images of the split.
@@ -183,8 +116,7 @@ class EvaluationConfig:
     baseline: str = "blur"
     blur_sigma: float = 10.0
     sensitivity_samples: int = 32
-    ig_steps: int = 32
-    iba: IBAConfig = IBAConfig()
+    settings: MethodSettings = MethodSettings()
     seed: int = 0
     limit: int | None = None
 
@@ -197,11 +129,6 @@ class EvaluationConfig:
                 "sensitivity_samples: expected an int >= 0 (0 skips Sensitivity-N); got "
                 f"{self.sensitivity_samples!r}."
             )
-
-
-def needed_layers(methods: Sequence[str]) -> tuple[str, ...]:
-    """The layers whose feature statistics the methods need."""
-    return tuple(sorted({layer for m in methods for layer in METHODS[m][1]}))
 
 
 def load_stats(
@@ -353,9 +280,16 @@ def evaluate(
             start = time.perf_counter()
             targets = jnp.asarray([case.target])
             key = jax.random.fold_in(jax.random.fold_in(base_key, index), case.target)
-            fn, _ = METHODS[method]
-            maps = jnp.asarray(
-                fn(model, variables, stats, x, targets, key, config, case), jnp.float32
+            maps = attribution_maps(
+                method,
+                model,
+                variables,
+                stats,
+                x,
+                targets,
+                key=key,
+                settings=config.settings,
+                labels=None if np.isnan(case.label) else [case.label],
             )
             scores = _scores(bundle, x, targets, maps, case, config, key)
             row = {

@@ -15,6 +15,7 @@ from iba_jax.bundle import InputSpec, ModelBundle, save_bundle
 from iba_jax.cli import main
 from iba_jax.data import brixia, phantoms
 from iba_jax.data.preprocess import to_uint8, unit_range
+from iba_jax.methods import MethodSettings
 from iba_jax.metrics import localisation
 from iba_jax.models import DenseNet, densenet_tiny
 from iba_jax.pretrained import load_pretrained, pretrained_dir
@@ -22,7 +23,7 @@ from iba_jax.stats import estimate_feature_stats
 
 # Fewer IBA steps and coarser insertion/deletion than the defaults: the same code, faster.
 QUICK = {
-    "iba": IBAConfig(steps=3, samples=2),
+    "settings": MethodSettings(iba=IBAConfig(steps=3, samples=2)),
     "pixels_per_step": 128 * 128 // 10,
     "sensitivity_samples": 4,
 }

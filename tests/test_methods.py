@@ -1,0 +1,72 @@
+"""The method registry: every method's maps, batching, and what each method needs."""
+
+import jax
+import numpy as np
+import pytest
+
+from iba_jax import methods
+from iba_jax.attribute import IBAConfig
+from iba_jax.models import DenseNet, densenet_tiny
+from iba_jax.stats import estimate_feature_stats
+
+NET = DenseNet(densenet_tiny(in_channels=1))
+QUICK = methods.MethodSettings(iba=IBAConfig(steps=2, samples=1, unroll=False), ig_steps=4)
+
+
+@pytest.fixture(scope="module")
+def setting():
+    variables = NET.init(jax.random.key(0), 64)
+    images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 1))
+    stats = {
+        layer: estimate_feature_stats(NET, variables, [images], layer)
+        for layer in methods.MULTILAYER
+    }
+    return variables, images, stats
+
+
+@pytest.mark.parametrize("name", sorted(methods.METHODS))
+def test_every_method_gives_one_finite_map_per_image(setting, name):
+    variables, images, stats = setting
+    maps = methods.attribution_maps(
+        name,
+        NET,
+        variables,
+        stats,
+        images,
+        [0, 2],
+        key=jax.random.key(2),
+        settings=QUICK,
+        labels=[1.0, 2.0],
+    )
+    assert maps.shape == (2, 64, 64) and maps.dtype == np.float32
+    assert np.all(np.isfinite(maps)) and np.ptp(maps) > 0
+
+
+@pytest.mark.parametrize("name", ["gradients", "lrp", "grad_cam"])
+def test_a_batch_equals_one_image_at_a_time(setting, name):
+    variables, images, stats = setting
+    run = lambda x, t: methods.attribution_maps(
+        name, NET, variables, stats, x, t, key=jax.random.key(0), settings=QUICK
+    )
+    both = run(images, [0, 2])
+    for i, target in enumerate((0, 2)):
+        np.testing.assert_allclose(
+            both[i], run(images[i : i + 1], [target])[0], rtol=1e-4, atol=1e-7
+        )
+
+
+def test_what_a_method_needs_is_named(setting):
+    variables, images, stats = setting
+    call = lambda name, **kw: methods.attribution_maps(
+        name, NET, variables, kw.pop("stats", stats), images, [0, 1], key=jax.random.key(0), **kw
+    )
+    with pytest.raises(ValueError, match="method: expected one of"):
+        call("lime")
+    with pytest.raises(ValueError, match=r"stats: multilayer_iba needs .*denseblock1"):
+        call("multilayer_iba", stats={"denseblock3": stats["denseblock3"]})
+    with pytest.raises(ValueError, match="labels: regression_iba_mse needs"):
+        call("regression_iba_mse")
+    with pytest.raises(ValueError, match="lrp_rule"):
+        methods.MethodSettings(lrp_rule="gamma")
+    assert methods.needed_layers(["iba", "gradients"]) == ("denseblock3",)
+    assert methods.needed_layers(["multilayer_iba"]) == methods.MULTILAYER
