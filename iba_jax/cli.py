@@ -2,6 +2,7 @@
 
 Subcommands:
   convert     PyTorch DenseNet weights (.npz, .safetensors, .pt/.pth) -> model bundle directory
+  explain     explain image files (PNG, JPEG, DICOM): maps, overlays and JSON records
   demo        the end-to-end demo (for now: a DenseNet forward pass on a phantom chest image)
   build-data  build a data set (NIH ChestX-ray14, BrixIA, cxr_phantoms) with TFDS
   estimate    feature statistics over a data set, stored in a model bundle (for IBA)
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from iba_jax import evaluation, methods
+from iba_jax import evaluation, explain, methods
 from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
 from iba_jax.data import building, phantoms
 from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
@@ -215,6 +216,35 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def _explain(args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.model)
+    method = explain.method_name(args.method)
+    stats = evaluation.load_stats(args.model, methods.METHODS[method].layers)
+    start = time.perf_counter()
+    result = explain.explain_files(
+        args.images,
+        bundle,
+        stats,
+        method,
+        args.target,
+        args.out,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        model_dir=args.model,
+        progress=functools.partial(
+            tqdm, desc="images", total=-(-len(args.images) // args.batch_size), unit="batch"
+        ),
+    )
+    for path, reason in result.failed:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+    print(
+        f"explained {len(args.images) - len(result.failed)} of {len(args.images)} image(s) "
+        f"({len(result.written)} map(s)) with {method} into {args.out} in "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+    return 1 if result.failed else 0
+
+
 def _subcommand(sub: Any, name: str, summary: str, examples: str) -> argparse.ArgumentParser:
     return sub.add_parser(
         name,
@@ -288,6 +318,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    explaining = _subcommand(
+        sub,
+        "explain",
+        "explain image files (PNG, JPEG, DICOM) with one method",
+        "examples:\n"
+        "  iba-jax explain scan.dcm --model MODEL --method iba --target positives --out out/\n"
+        "  iba-jax explain a.png b.png --model MODEL --method inverse --target Effusion --out out/"
+        "\nPer image and target: STEM.TARGET.METHOD.npy, .png (overlay) and .json. The exit "
+        "code is 1 when a file could not be read (the others are still explained).",
+    )
+    explaining.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files")
+    explaining.add_argument("--model", required=True, help="a model bundle (with feature stats)")
+    explaining.add_argument(
+        "--method",
+        default="iba",
+        help="iba, inverse, multilayer, regression, gradcam, ig, lrp, gradients (or a full "
+        "name from iba_jax.methods)",
+    )
+    explaining.add_argument(
+        "--target",
+        default=explain.POSITIVES,
+        help="an output's name or index, or positives (each output >= 0.5; the highest if none)",
+    )
+    explaining.add_argument("--out", required=True, help="the folder to write into")
+    explaining.add_argument("--batch-size", type=int, default=8, help="images per device call")
+    explaining.add_argument("--seed", type=int, default=0)
+    explaining.set_defaults(func=_explain)
 
     data = _subcommand(
         sub,
@@ -375,11 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         print(f"iba-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -103,6 +103,8 @@ def _lrp(model, variables, stats, x, targets, key, settings, labels):
 
 
 def _random(model, variables, stats, x, targets, key, settings, labels):
+    if key.ndim == 1:  # one key per image
+        return jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:3]))(key)
     return jax.random.uniform(key, x.shape[:3])
 
 
@@ -143,7 +145,7 @@ def attribution_maps(
     Args:
       stats: feature statistics per layer, at least those of ``METHODS[name].layers``.
       targets: one output index per image (regression models: 0).
-      key: PRNG key of the bottleneck noise (and of the random map).
+      key: PRNG key of the bottleneck noise (and of the random map), or one key per image.
       labels: each image's regression target ``(N,)`` (only ``regression_iba_mse``).
     """
     checks.check_choice("method", name, tuple(METHODS))

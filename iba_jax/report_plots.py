@@ -3,6 +3,7 @@
 ``insertion_deletion``: the paper's Fig. 2, each method's mean insertion AUC against its mean
 deletion AUC (faithful methods sit top left). ``metric_bars``: one metric per method, e.g. the
 IoU of Table 1 or the correlation with the severity map. ``sensitivity_n``: Fig. 3b.
+``overlay``: an attribution map over its image, with a colour bar in the map's unit.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
@@ -69,6 +71,27 @@ def sensitivity_n(
     axes.set_ylabel("Pearson correlation (Sensitivity-N)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def overlay(
+    pixels: np.ndarray, attribution: np.ndarray, unit: str, title: str, path: str | os.PathLike[str]
+) -> None:
+    """The map ``(H, W)`` in colour (transparent where small) over the image ``(H, W, C)``
+    (uint8, shown in gray), with a colour bar labelled ``unit``."""
+    gray = np.asarray(pixels, np.float32).mean(axis=-1) / 255.0
+    attribution = np.asarray(attribution, np.float32)
+    low, high = float(attribution.min()), float(attribution.max())
+    alpha = (attribution - low) / (high - low) if high > low else np.zeros_like(attribution)
+    figure, axes = plt.subplots(figsize=(4.6, 4.0), dpi=120)
+    axes.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0)
+    shown = axes.imshow(attribution, cmap="inferno", alpha=0.25 + 0.6 * alpha, vmin=low, vmax=high)
+    bar = figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
+    bar.set_label(unit)
+    axes.set_title(title, fontsize=9)
+    axes.set_axis_off()
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -1,0 +1,123 @@
+"""``iba-jax explain``: PNG, JPEG and DICOM in; maps, overlays and records out; bad files named."""
+
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+from conftest import write_dicom
+
+from iba_jax import explain
+from iba_jax.attribute import IBAConfig
+from iba_jax.cli import main
+from iba_jax.data import phantoms
+from iba_jax.data.preprocess import to_uint8
+from iba_jax.evaluation import load_stats
+from iba_jax.methods import MethodSettings
+from iba_jax.pretrained import load_pretrained, pretrained_dir
+
+MODEL = pretrained_dir("phantoms_cls")
+
+
+def phantom(index):
+    return phantoms.generate("classification", 128, 0, "test", index)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A phantom with findings as 8-bit PNG, as RGB JPEG at 256 px, and as 12-bit DICOM at
+    192 px (MONOCHROME1: inverted), plus a file that is no image."""
+    folder = tmp_path_factory.mktemp("images")
+    first = next(p for p in map(phantom, range(50)) if p.labels.sum() >= 1)
+    pixels = to_uint8(first.image)
+    PIL.Image.fromarray(pixels).save(folder / "scan.png")
+    big = PIL.Image.fromarray(pixels).resize((256, 256), PIL.Image.Resampling.BILINEAR)
+    big.convert("RGB").save(folder / "scan_rgb.jpg", quality=95)
+    stored = np.round((1 - np.asarray(big.resize((192, 192)), np.float64) / 255) * 4095)
+    write_dicom(folder / "scan.dcm", stored.astype(np.uint16), photometric="MONOCHROME1")
+    (folder / "notes.png").write_text("not an image")
+    return folder, first
+
+
+def test_model_image_reads_every_format_as_the_builders_store_it(files):
+    folder, truth = files
+    bundle = load_pretrained("phantoms_cls")
+    png = explain.model_image(bundle, folder / "scan.png")
+    assert png.shape == (128, 128, 1) and png.dtype == np.uint8
+    np.testing.assert_array_equal(png[..., 0], to_uint8(truth.image))
+    # Resampled and lossy: close, not equal (DICOM pixels are also stretched to [0, 1]).
+    for other in ("scan_rgb.jpg", "scan.dcm"):
+        pixels = explain.model_image(bundle, folder / other)
+        assert pixels.shape == (128, 128, 1)
+        assert np.corrcoef(pixels.ravel(), png.ravel())[0, 1] > 0.98
+    jpeg = explain.model_image(bundle, folder / "scan_rgb.jpg")
+    assert np.abs(jpeg.astype(float) - png).mean() < 4
+
+
+def test_targets_by_name_index_and_positives():
+    bundle = load_pretrained("phantoms_cls")
+    outputs = np.array([0.9, 0.1, 0.7, 0.2])
+    assert explain.choose_targets(bundle, outputs, "positives") == [
+        (0, "positive"),
+        (2, "positive"),
+    ]
+    assert explain.choose_targets(bundle, outputs * 0.1, "positives") == [(0, "highest")]
+    assert explain.choose_targets(bundle, outputs, "effusion") == [(2, "name")]
+    assert explain.choose_targets(bundle, outputs, "3") == [(3, "index")]
+    for bad in ("4", "Pneumonia", "-1"):
+        with pytest.raises(ValueError, match="--target: expected positives"):
+            explain.choose_targets(bundle, outputs, bad)
+    with pytest.raises(ValueError, match="--method: expected one of"):
+        explain.method_name("lime")
+    with pytest.raises(ValueError, match="needs each image's true score"):
+        explain.method_name("regression_iba_mse")
+
+
+def test_explain_command_writes_maps_overlays_and_records(files, tmp_path, capsys):
+    folder, truth = files
+    images = [str(folder / n) for n in ("scan.png", "notes.png", "scan_rgb.jpg", "scan.dcm")]
+    out = tmp_path / "out"
+    args = ["explain", *images, "--model", str(MODEL), "--method", "gradcam", "--out", str(out)]
+    assert main([*args, "--batch-size", "2"]) == 1  # one file failed, the others done
+    captured = capsys.readouterr()
+    assert "failed: " + images[1] in captured.err and "not a readable" in captured.err
+    assert "explained 3 of 4 image(s)" in captured.out
+    positives = [phantoms.FINDINGS[i] for i in np.nonzero(truth.labels)[0]]
+    for stem in ("scan", "scan_rgb"):
+        for name in positives:  # the model finds the phantom's findings: each is explained
+            record = json.loads((out / f"{stem}.{name}.grad_cam.json").read_text())
+            assert record["target"]["name"] == name and record["target"]["chosen_by"] == "positive"
+            assert record["predictions"][name] >= 0.5 and record["method"] == "grad_cam"
+            assert record["total_bits"] is None and record["versions"]["jax"]
+            attribution = np.load(out / f"{stem}.{name}.grad_cam.npy")
+            assert attribution.shape == (128, 128)
+            assert record["map_sum"] == pytest.approx(float(attribution.sum()), rel=1e-5)
+            overlay = np.asarray(PIL.Image.open(out / f"{stem}.{name}.grad_cam.png").convert("L"))
+            assert overlay.std() > 10  # drawn, not blank
+    assert list(out.glob("scan.*.grad_cam.json")) and list(out.glob("notes.*")) == []
+    assert main(["explain", images[0], "--model", str(MODEL), "--target", "x", "--out", "o"]) == 2
+
+
+def test_iba_records_total_bits_and_batching_does_not_change_maps(files, tmp_path):
+    folder, _ = files
+    bundle = load_pretrained("phantoms_cls")
+    stats = load_stats(MODEL, ["denseblock3"])
+    settings = MethodSettings(iba=IBAConfig(steps=3, samples=2))
+    images = [str(folder / "scan.png"), str(folder / "scan_rgb.jpg"), str(folder / "scan.png")]
+    run = lambda out, batch: explain.explain_files(
+        images, bundle, stats, "iba", "Mass", out, settings=settings, batch_size=batch
+    )
+    one = run(tmp_path / "one", 1)
+    three = run(tmp_path / "three", 3)
+    assert [p.name for p in one.written] == [
+        "scan.Mass.iba.json",
+        "scan_rgb.Mass.iba.json",
+        "scan-2.Mass.iba.json",  # a second file of the same name is numbered
+    ]
+    for a, b in zip(one.written, three.written, strict=True):
+        np.testing.assert_allclose(
+            np.load(a.with_suffix(".npy")), np.load(b.with_suffix(".npy")), rtol=1e-4, atol=1e-6
+        )
+        record = json.loads(a.read_text())
+        assert record["unit"] == "bits" and record["total_bits"] > 0
+        assert record["settings"]["iba"]["steps"] == 3
