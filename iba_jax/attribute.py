@@ -401,6 +401,23 @@ def check_images(model: DenseNet, images: Any) -> None:
     _check_finite("images", images)
 
 
+def _typed_key(key: jax.Array) -> jax.Array:
+    """A typed PRNG key (array): raw uint32 keys from ``jax.random.PRNGKey`` are wrapped."""
+    key = jnp.asarray(key)
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    return key
+
+
+def _layer_keys(key: jax.Array, count: int) -> tuple[jax.Array, ...]:
+    """``count`` keys from one key, or from one key per image (then one per image each)."""
+    key = _typed_key(key)
+    if key.ndim == 0:
+        return tuple(jax.random.split(key, count))
+    per_image = jax.vmap(lambda k: jax.random.split(k, count))(key)  # (images, count)
+    return tuple(per_image[:, j] for j in range(count))
+
+
 def _layer_draws(
     key: jax.Array | None, noise: jax.Array | None, batch: int, steps: int, name: str
 ) -> jax.Array:
@@ -412,9 +429,7 @@ def _layer_draws(
         raise ValueError(
             f"{name}: expected a PRNG key (jax.random.key(seed)) or injected noise; got neither."
         )
-    key = jnp.asarray(key)
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key)  # raw uint32 keys from jax.random.PRNGKey
+    key = _typed_key(key)
     keys = jax.random.split(key, batch) if key.ndim == 0 else key
     if keys.shape != (batch,):
         raise ValueError(
@@ -775,7 +790,7 @@ def multilayer_iba(
         keys: tuple[jax.Array | None, ...] = (None,) * len(layers)
     else:
         noises = (None,) * len(layers)
-        keys = tuple(jax.random.split(key, len(layers))) if key is not None else noises
+        keys = _layer_keys(key, len(layers)) if key is not None else noises
     maps, aux = _run(
         model,
         variables,

@@ -3,7 +3,7 @@
 Subcommands:
   convert     PyTorch DenseNet weights (.npz, .safetensors, .pt/.pth) -> model bundle directory
   explain     explain image files (PNG, JPEG, DICOM): maps, overlays and JSON records
-  demo        the end-to-end demo (for now: a DenseNet forward pass on a phantom chest image)
+  demo        phantom radiographs explained by every method, as an HTML report
   build-data  build a data set (NIH ChestX-ray14, BrixIA, cxr_phantoms) with TFDS
   estimate    feature statistics over a data set, stored in a model bundle (for IBA)
   evaluate    attribution methods on a data set split: per-image results and a summary
@@ -21,17 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from iba_jax import evaluation, explain, methods
+from iba_jax import demo, evaluation, explain, methods
 from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
-from iba_jax.data import building, phantoms
+from iba_jax.data import building
 from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
 from iba_jax.labels import LABEL_SETS, parse_label_names
 from iba_jax.metrics import localisation
-from iba_jax.models.densenet import ARCHITECTURES, HEADS, DenseNet
+from iba_jax.models.densenet import ARCHITECTURES, HEADS
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
 from iba_jax.records import read_rows
 from iba_jax.stats import estimate_feature_stats
@@ -60,31 +59,18 @@ def _convert(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    if args.model is not None:
-        bundle = load_bundle(args.model)
-        source = f"bundle {args.model}"
-    else:
-        config = ARCHITECTURES[args.arch](num_classes=14)
-        net = DenseNet(config)
-        bundle = ModelBundle(config, net.init(jax.random.key(args.seed)), LABEL_SETS["nih14"])
-        source = f"{args.arch}, random weights (seed {args.seed})"
-    net = bundle.model
-    size = args.image_size or bundle.input_spec.image_size
-    phantom = phantoms.generate("classification", size, args.seed, "test", 0).image
-    channels = np.repeat(phantom[None, :, :, None], bundle.config.in_channels, axis=-1)
-    x = bundle.input_spec.normalize(jnp.asarray(channels))
-    print(f"model: {source}; devices: {jax.devices()}")
-    forward = jax.jit(lambda v, x: net.head_outputs(net.apply(v, x)))
-    start = time.perf_counter()
-    outputs = jax.block_until_ready(forward(bundle.variables, x))
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    outputs = jax.block_until_ready(forward(bundle.variables, x))
-    run_s = time.perf_counter() - start
-    print(f"input: cxr_phantoms test image 0, {size}x{size}x{bundle.config.in_channels}")
-    for name, value in zip(bundle.label_names, np.asarray(outputs)[0], strict=True):
-        print(f"  {name:20s} {value:+.4f}")
-    print(f"first call (compile + run): {compile_s:.2f} s; second call: {run_s * 1e3:.1f} ms")
+    print(
+        f"explaining {args.images} phantom test images with every method (devices: "
+        f"{', '.join(str(d) for d in jax.devices())})"
+    )
+    page = demo.run_demo(
+        args.out,
+        images=args.images,
+        methods=demo.DEMO_METHODS,
+        seed=args.seed,
+        progress=functools.partial(tqdm, desc="methods", total=len(demo.DEMO_METHODS)),
+    )
+    print(f"the demo report: {page.resolve()}")
 
 
 def _build_data(args: argparse.Namespace) -> None:
@@ -302,22 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     convert.set_defaults(func=_convert)
 
-    demo = sub.add_parser("demo", help="run the end-to-end demo")
-    demo.add_argument("--model", default=None, help="a model bundle directory")
-    demo.add_argument(
-        "--arch",
-        choices=sorted(ARCHITECTURES),
-        default="densenet121",
-        help="architecture with random weights when no --model is given",
+    demo_parser = _subcommand(
+        sub,
+        "demo",
+        "explain phantom radiographs with every method into an HTML report",
+        "example:\n  iba-jax demo --out demo_report\nThen open demo_report/index.html.",
     )
-    demo.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="input size (default: the bundle's, 224 for random weights)",
+    demo_parser.add_argument("--out", default="demo_report", help="the report's folder")
+    demo_parser.add_argument(
+        "--images", type=int, default=4, help="phantom test images with findings"
     )
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo)
+    demo_parser.add_argument("--seed", type=int, default=0)
+    demo_parser.set_defaults(func=_demo)
 
     explaining = _subcommand(
         sub,

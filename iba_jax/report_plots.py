@@ -8,6 +8,7 @@ IoU of Table 1 or the correlation with the severity map. ``sensitivity_n``: Fig.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -77,21 +78,54 @@ def sensitivity_n(
 
 
 def overlay(
-    pixels: np.ndarray, attribution: np.ndarray, unit: str, title: str, path: str | os.PathLike[str]
+    pixels: np.ndarray,
+    attribution: np.ndarray | None,
+    unit: str,
+    title: str,
+    path: str | os.PathLike[str] | io.BytesIO,
+    outline: np.ndarray | None = None,
 ) -> None:
     """The map ``(H, W)`` in colour (transparent where small) over the image ``(H, W, C)``
-    (uint8, shown in gray), with a colour bar labelled ``unit``."""
+    (uint8, shown in gray), with a colour bar labelled ``unit``; ``outline`` (a boolean mask)
+    is drawn as a green contour (the ground truth). Without a map: the image alone."""
     gray = np.asarray(pixels, np.float32).mean(axis=-1) / 255.0
-    attribution = np.asarray(attribution, np.float32)
-    low, high = float(attribution.min()), float(attribution.max())
-    alpha = (attribution - low) / (high - low) if high > low else np.zeros_like(attribution)
-    figure, axes = plt.subplots(figsize=(4.6, 4.0), dpi=120)
+    figure, axes = plt.subplots(figsize=(4.6, 4.0), dpi=100)
     axes.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0)
-    shown = axes.imshow(attribution, cmap="inferno", alpha=0.25 + 0.6 * alpha, vmin=low, vmax=high)
-    bar = figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
-    bar.set_label(unit)
+    if attribution is not None:
+        attribution = np.asarray(attribution, np.float32)
+        low, high = float(attribution.min()), float(attribution.max())
+        alpha = (attribution - low) / (high - low) if high > low else np.zeros_like(attribution)
+        shown = axes.imshow(
+            attribution, cmap="inferno", alpha=0.25 + 0.6 * alpha, vmin=low, vmax=high
+        )
+        bar = figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
+        bar.set_label(unit)
+    if outline is not None and np.any(outline):
+        axes.contour(np.asarray(outline, np.float32), levels=[0.5], colors="lime", linewidths=1)
     axes.set_title(title, fontsize=9)
     axes.set_axis_off()
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
+def curves(
+    fraction: np.ndarray,
+    by_method: dict[str, tuple[np.ndarray, np.ndarray]],
+    ylabel: str,
+    path: str | os.PathLike[str] | io.BytesIO,
+) -> None:
+    """Insertion (left) and deletion (right) curves of one case, one line per method."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.2), dpi=100, sharey=True)
+    for method, (insertion, deletion) in by_method.items():
+        left.plot(fraction, insertion, label=method)
+        right.plot(fraction, deletion, label=method)
+    for axes, name in ((left, "insertion"), (right, "deletion")):
+        axes.set_title(name, fontsize=9)
+        axes.set_xlabel("share of pixels")
+        axes.grid(alpha=0.3)
+    left.set_ylabel(ylabel)
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
     plt.close(figure)

@@ -1,4 +1,4 @@
-"""The `iba-jax` command: convert, demo and build-data."""
+"""The `iba-jax` command: convert and build-data (the others have their own test files)."""
 
 import numpy as np
 
@@ -58,25 +58,6 @@ def test_convert_refuses_a_wrong_number_of_labels(tmp_path, tiny_state_dict, cap
     )
     assert code == 2
     assert "labels: expected 3 names" in capsys.readouterr().err
-
-
-def test_demo_runs_a_bundle(tmp_path, tiny_state_dict, capsys):
-    np.savez(tmp_path / "tiny.npz", **tiny_state_dict)
-    assert (
-        main(["convert", str(tmp_path / "tiny.npz"), str(tmp_path / "model"), "--labels", "a,b,c"])
-        == 0
-    )
-    assert main(["demo", "--model", str(tmp_path / "model"), "--image-size", "64"]) == 0
-    out = capsys.readouterr().out
-    lines = [line.split() for line in out.splitlines() if line.startswith("  ")]
-    assert [line[0] for line in lines] == ["a", "b", "c"]
-    assert all(np.isfinite(float(line[1])) for line in lines)
-    assert "second call" in out
-
-
-def test_demo_with_random_weights(capsys):
-    assert main(["demo", "--arch", "tiny", "--image-size", "64"]) == 0
-    assert "Hernia" in capsys.readouterr().out
 
 
 def test_build_data_builds_and_reports_the_splits(tmp_path, capsys):

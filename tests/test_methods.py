@@ -70,3 +70,16 @@ def test_what_a_method_needs_is_named(setting):
         methods.MethodSettings(lrp_rule="gamma")
     assert methods.needed_layers(["iba", "gradients"]) == ("denseblock3",)
     assert methods.needed_layers(["multilayer_iba"]) == methods.MULTILAYER
+
+
+@pytest.mark.parametrize("name", ["iba", "multilayer_iba", "random"])
+def test_one_key_per_image_makes_maps_independent_of_batching(setting, name):
+    variables, images, stats = setting
+    keys = jax.numpy.stack([jax.random.key(5), jax.random.key(6)])
+    run = lambda x, t, k: methods.attribution_maps(
+        name, NET, variables, stats, x, t, key=k, settings=QUICK
+    )
+    both = run(images, [0, 2], keys)
+    for i, target in enumerate((0, 2)):
+        alone = run(images[i : i + 1], [target], keys[i : i + 1])[0]
+        np.testing.assert_allclose(both[i], alone, rtol=1e-4, atol=1e-6)
