@@ -162,6 +162,13 @@ def cases(example: dict[str, Any], index: int, label_names: Sequence[str] = ()) 
     """The cases of one example for a model with outputs ``label_names`` (see the module
     docstring); an image without a finding to localise has none."""
     if "zone_map" not in example:
+        if "labels" not in example:
+            raise ValueError(
+                "source: expected examples with multi-hot `labels` and `objects` (boxes or "
+                "masks) or with a `zone_map` of BrixIA's six lung zones; got keys "
+                f"{sorted(example)}. BrixIA's release has no lung masks: derive each image's "
+                "zone map from a lung mask (metrics.localisation.lung_zones) first."
+            )
         return _classification_cases(example, index)
     zones = np.asarray(example["zone_map"])[..., 0]  # 0 outside the lungs, zone k + 1 inside
     scores = np.asarray(example["zone_scores"])
