@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib.metadata
 import sys
 import time
 from collections.abc import Sequence
@@ -248,11 +249,26 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iba-jax", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="iba-jax",
+        description="Explain chest X-ray models with Information Bottleneck Attribution (IBA), "
+        "its variants and the baselines; evaluate them on data sets; convert PyTorch weights.",
+        epilog="Each command's --help shows examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"iba-jax {importlib.metadata.version('iba-jax')}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    convert = sub.add_parser(
-        "convert", help="convert PyTorch DenseNet weights to a model bundle directory"
+    convert = _subcommand(
+        sub,
+        "convert",
+        "convert PyTorch DenseNet weights to a model bundle directory",
+        "examples:\n"
+        "  iba-jax convert densenet121-a639ec97.pth models/imagenet121\n"
+        "  iba-jax convert chexnet.pth models/chexnet --head sigmoid --labels nih14\n"
+        "  iba-jax convert xrv-all.safetensors models/xrv --normalization xrv --labels @labels.txt",
     )
     convert.add_argument("weights", help="a .npz, .safetensors or .pt/.pth state dict")
     convert.add_argument("out", help="the model bundle directory to write")

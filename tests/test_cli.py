@@ -1,6 +1,7 @@
 """The `iba-jax` command: convert and build-data (the others have their own test files)."""
 
 import numpy as np
+import pytest
 
 from iba_jax.bundle import load_bundle
 from iba_jax.cli import main
@@ -69,3 +70,15 @@ def test_build_data_builds_and_reports_the_splits(tmp_path, capsys):
     assert "--on-bad-image: cxr_phantoms config 'regression_64_mini' has no such setting" in (
         capsys.readouterr().err
     )
+
+
+def test_version_and_every_command_has_help_with_examples(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("iba-jax 0.")
+    for command in ("convert", "demo", "explain", "build-data", "estimate", "evaluate"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "example" in text and f"iba-jax {command} " in text, command
