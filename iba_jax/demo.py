@@ -56,6 +56,7 @@ class DemoCase:
     target: int
     pixels: np.ndarray  # uint8 (S, S, 1)
     truth: np.ndarray  # bool (S, S)
+    boxes: np.ndarray  # (instances, 4): normalised ymin, xmin, ymax, xmax
 
 
 def demo_cases(images: int, size: int = 128) -> list[DemoCase]:
@@ -66,7 +67,8 @@ def demo_cases(images: int, size: int = 128) -> list[DemoCase]:
         pixels = to_uint8(phantom.image)[..., None]
         for target in np.nonzero(phantom.labels)[0]:
             masks = [m for f, m in phantom.instances if f == target]
-            found.append(DemoCase(index, int(target), pixels, np.any(masks, axis=0)))
+            boxes = np.array([phantoms.box_of(m) for m in masks])
+            found.append(DemoCase(index, int(target), pixels, np.any(masks, axis=0), boxes))
         index += 1
     return found
 
@@ -182,7 +184,13 @@ def _render(bundle, cases, probabilities, results, settings, seconds) -> str:
                 "subtitle": "predicted: "
                 + ", ".join(f"{n} {p:.2f}" for n, p in zip(names, probabilities[i], strict=True)),
                 "image": _png_uri(
-                    report_plots.overlay, case.pixels, None, "", title, outline=case.truth
+                    report_plots.overlay,
+                    case.pixels,
+                    None,
+                    "",
+                    title,
+                    outline=case.truth,
+                    boxes=case.boxes,
                 ),
                 "panels": panels,
                 "curves": _png_uri(report_plots.curves, fraction, by_method, f"p({name})"),

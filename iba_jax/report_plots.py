@@ -84,17 +84,24 @@ def overlay(
     title: str,
     path: str | os.PathLike[str] | io.BytesIO,
     outline: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
 ) -> None:
     """The map ``(H, W)`` in colour (transparent where small) over the image ``(H, W, C)``
-    (uint8, shown in gray), with a colour bar labelled ``unit``; ``outline`` (a boolean mask)
-    is drawn as a green contour (the ground truth). Without a map: the image alone."""
+    (uint8, shown in gray), with a colour bar labelled ``unit``. The colours span the map's
+    minimum to its 99.5th percentile, so that a few extreme pixels (gradients, LRP) do not
+    leave the rest invisible. ``outline`` (a boolean mask) is drawn as a green contour and
+    ``boxes`` (``(K, 4)`` normalised ymin, xmin, ymax, xmax) as green rectangles: the ground
+    truth. Without a map: the image alone."""
     gray = np.asarray(pixels, np.float32).mean(axis=-1) / 255.0
     figure, axes = plt.subplots(figsize=(4.6, 4.0), dpi=100)
     axes.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0)
     if attribution is not None:
         attribution = np.asarray(attribution, np.float32)
-        low, high = float(attribution.min()), float(attribution.max())
-        alpha = (attribution - low) / (high - low) if high > low else np.zeros_like(attribution)
+        low, high = float(attribution.min()), float(np.percentile(attribution, 99.5))
+        if high <= low:
+            high = float(attribution.max())
+        span = high - low
+        alpha = np.clip((attribution - low) / span, 0, 1) if span > 0 else 0 * attribution
         shown = axes.imshow(
             attribution, cmap="inferno", alpha=0.25 + 0.6 * alpha, vmin=low, vmax=high
         )
@@ -102,6 +109,11 @@ def overlay(
         bar.set_label(unit)
     if outline is not None and np.any(outline):
         axes.contour(np.asarray(outline, np.float32), levels=[0.5], colors="lime", linewidths=1)
+    height, width = gray.shape
+    for ymin, xmin, ymax, xmax in np.reshape(boxes if boxes is not None else [], (-1, 4)):
+        corner = (xmin * width - 0.5, ymin * height - 0.5)
+        size = ((xmax - xmin) * width, (ymax - ymin) * height)
+        axes.add_patch(plt.Rectangle(corner, *size, fill=False, edgecolor="lime", linewidth=1))
     axes.set_title(title, fontsize=9)
     axes.set_axis_off()
     figure.tight_layout()
