@@ -416,7 +416,8 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
 
     * ``summary.md`` / ``summary.csv``: per model and method, every metric (Table 1's IoU,
       Fig. 2's AUCs, Fig. 3b's Sensitivity-N, the PCC table) and the seconds per case;
-    * ``iou_by_target.csv``: IoU per method and target class or detector (Table 2);
+    * ``iou_by_target.csv``: IoU per method and target class or detector (Table 2), one file
+      per model (``iou_by_target_MODEL.csv``) when the file holds several;
     * ``iou_by_model.csv``: IoU per method and model, when the file holds several (Table 3);
     * plots: ``insertion_deletion.png`` (Fig. 2), ``iou.png``, ``pcc.png`` (severity models),
       ``sensitivity_n.png`` (Fig. 3b), one set per model.
@@ -429,10 +430,14 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
     models = list(dict.fromkeys(r["model"] for r in per_method))
     sections = ["## Per model and method\n", markdown(per_method)]
     write_csv(per_method, out / "summary.csv")
-    by_target = summary(results, ("method", "target_name"))
-    targets = pivot(by_target, "method", "target_name", "iou")
-    sections += ["\n## IoU per target and method\n", markdown(targets)]
-    write_csv(targets, out / "iou_by_target.csv")
+    by_target = summary(results, ("model", "method", "target_name"))
+    for model in models:
+        mine = [r for r in by_target if r["model"] == model]
+        targets = pivot(mine, "method", "target_name", "iou")
+        heading = "IoU per target and method" + ("" if len(models) == 1 else f": {model}")
+        sections += [f"\n## {heading}\n", markdown(targets)]
+        suffix = "" if len(models) == 1 else f"_{model}"
+        write_csv(targets, out / f"iou_by_target{suffix}.csv")
     if len(models) > 1:
         by_model = pivot(per_method, "method", "model", "iou")
         sections += ["\n## IoU per model and method\n", markdown(by_model)]

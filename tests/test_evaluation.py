@@ -185,7 +185,8 @@ def test_estimate_and_evaluate_commands(tmp_path, capsys):
     same = [r["iou"] for r in summary if r["method"] == "iba"]
     assert same[0] == same[1]  # the same weights and seeds: the same maps
     assert [r["method"] for r in rows(out / "iou_by_model.csv")] == ["iba", "random"]
-    assert set(rows(out / "iou_by_target.csv")[0]) <= {"method", *phantoms.FINDINGS}
+    for name in ("model", "other"):
+        assert set(rows(out / f"iou_by_target_{name}.csv")[0]) <= {"method", *phantoms.FINDINGS}
     for model_name in ("model", "other"):
         for plot in ("insertion_deletion", "iou", "sensitivity_n"):
             picture = np.asarray(PIL.Image.open(out / f"{plot}_{model_name}.png").convert("L"))
