@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/iba-jax demo
 
 test: $(STAMP) lint browser
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 # The demo report's browser test needs headless Chromium (Debian's package): installed when
 # missing where this runs as root with apt-get; elsewhere that test is skipped, saying why.

@@ -1,5 +1,7 @@
 """Shared test setup: strict numerics and the torch reference fixtures in tests/data/."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import jax
@@ -10,6 +12,19 @@ import pytest
 # promotion (a classic source of wrong broadcasting).
 jax.config.update("jax_default_matmul_precision", "highest")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# One persistent compilation cache for the whole run: the pytest-xdist workers, the notebook
+# kernels and the subprocesses the tests start (they inherit the environment) compile each
+# model and method once instead of once per process. Keyed by the program and the jax version.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "iba-jax-test-compilation-cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs",
+    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+)
 
 DATA = Path(__file__).parent / "data"
 

@@ -157,7 +157,7 @@ def test_vmap_over_images_equals_single_calls(tiny_model, stats, images):
 
 def test_jit_equals_no_jit(tiny_model, stats, images):
     net, variables = tiny_model
-    cfg = IBAConfig(steps=3, samples=4)
+    cfg = IBAConfig(steps=2, samples=2)
     run = lambda: iba(
         net, variables, stats["denseblock3"], images[:1], 0, config=cfg, key=jax.random.key(6)
     )[0]

@@ -14,7 +14,7 @@ import pytest
 from iba_jax import demo
 from iba_jax.attribute import IBAConfig
 from iba_jax.cli import main
-from iba_jax.methods import MethodSettings
+from iba_jax.methods import METHODS, MethodSettings
 from iba_jax.pretrained import load_pretrained
 
 QUICK = MethodSettings(iba=IBAConfig(steps=2, samples=2), ig_steps=4)
@@ -41,22 +41,34 @@ def parse(page):
     return parser
 
 
+# Three methods of different kinds (bits, a layer map, an input relevance): the page is the
+# same loop for every method, and tests/test_methods.py runs every method.
+SHOWN = ("iba", "grad_cam", "lrp")
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    return demo.run_demo(tmp_path_factory.mktemp("report"), images=1, settings=QUICK)
+    folder = tmp_path_factory.mktemp("report")
+    return demo.run_demo(folder, images=1, methods=SHOWN, settings=QUICK)
+
+
+def test_the_demo_explains_with_every_method_but_the_random_control():
+    assert set(demo.DEMO_METHODS) == {
+        m for m in METHODS if m != "random" and not m.startswith("regression")
+    }
 
 
 def test_the_page_shows_every_method_with_inlined_pictures(page):
     parsed = parse(page)
     cases = demo.demo_cases(1)
     # Per case: the image, one map per method, the curves.
-    assert len(parsed.images) == len(cases) * (len(demo.DEMO_METHODS) + 2)
+    assert len(parsed.images) == len(cases) * (len(SHOWN) + 2)
     for image in parsed.images:
         assert image["src"].startswith("data:image/png;base64,")  # self-contained
         picture = PIL.Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1])))
         assert np.asarray(picture.convert("L")).std() > 10  # drawn, not blank
     text = " ".join(parsed.text)
-    for method in demo.DEMO_METHODS:
+    for method in SHOWN:
         assert f"{method}: IoU" in text
     assert "Mean over the cases" in text
 

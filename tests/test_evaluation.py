@@ -223,9 +223,7 @@ def test_regression_cases_and_rows(tmp_path):
     nothing = dict(source[0], zone_scores=np.zeros(6, np.int32))
     assert evaluation.cases(nothing, 0) == []
     stats = evaluation.load_stats(pretrained_dir("phantoms_reg"), ["denseblock3"])
-    config = evaluation.EvaluationConfig(
-        methods=("regression_iba_mse", "regression_iba_deviation", "random"), **QUICK
-    )
+    config = evaluation.EvaluationConfig(methods=("regression_iba_mse", "random"), **QUICK)
     path = evaluation.evaluate(bundle, source, tmp_path / "r.csv", config, stats)
     table = {r["method"]: r for r in evaluation.summary(path)}
     assert table["regression_iba_mse"]["cases"] == 3
