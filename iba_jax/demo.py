@@ -30,20 +30,13 @@ from iba_jax import report_plots
 from iba_jax.bundle import ModelBundle
 from iba_jax.data import phantoms
 from iba_jax.data.preprocess import to_uint8, unit_range
-from iba_jax.evaluation import load_stats
+from iba_jax.evaluation import CLASSIFICATION_METHODS, load_stats
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps, needed_layers
 from iba_jax.metrics import faithfulness, localisation
 from iba_jax.pretrained import load_pretrained, pretrained_dir
 
-DEMO_METHODS = (
-    "iba",
-    "inverse_iba",
-    "multilayer_iba",
-    "gradients",
-    "integrated_gradients",
-    "grad_cam",
-    "lrp",
-)
+# The evaluation's classification methods, less the random map (a control, not an explanation).
+DEMO_METHODS = tuple(m for m in CLASSIFICATION_METHODS if m != "random")
 MODEL = "phantoms_cls"
 COLUMNS = ("method", "cases", "iou", "pointing_game", "insertion_auc", "deletion_auc", "seconds")
 
