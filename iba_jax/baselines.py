@@ -28,12 +28,13 @@ from iba_jax.objectives import target_bce
 Baseline = Literal["zero", "blur"]
 
 
-def _targets(model: DenseNet, images: Any, targets: Any) -> jax.Array:
+def class_targets(model: DenseNet, images: Any, targets: Any) -> jax.Array:
+    """The images checked, and one output index per image (checked against the outputs)."""
     check_images(model, images)
     return prepare_targets(model, images, targets, target_bce)
 
 
-def _target_logit(logits: jax.Array, targets: jax.Array) -> jax.Array:
+def summed_target_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Sum over the batch of each image's target logit (images do not interact in inference
     mode, so its gradient holds every image's own gradient)."""
     return jnp.take_along_axis(logits, targets[:, None], axis=1).sum()
@@ -41,7 +42,7 @@ def _target_logit(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames="model")
 def _input_gradients(model: DenseNet, variables: Variables, x: jax.Array, targets: jax.Array):
-    return jax.grad(lambda x: _target_logit(model.apply(variables, x), targets))(x)
+    return jax.grad(lambda x: summed_target_logits(model.apply(variables, x), targets))(x)
 
 
 def gradients(model: DenseNet, variables: Variables, images: Any, targets: Any) -> jax.Array:
@@ -56,7 +57,7 @@ def gradients(model: DenseNet, variables: Variables, images: Any, targets: Any) 
       >>> gradients(net, variables, x, [0, 2]).shape
       (2, 64, 64, 3)
     """
-    targets = _targets(model, images, targets)
+    targets = class_targets(model, images, targets)
     return _input_gradients(model, variables, jnp.asarray(images, jnp.float32), targets)
 
 
@@ -108,7 +109,7 @@ def integrated_gradients(
       (1, 64, 64, 3)
     """
     checks.check_positive_int("steps", steps)
-    targets = _targets(model, images, targets)
+    targets = class_targets(model, images, targets)
     x = jnp.asarray(images, jnp.float32)
     if isinstance(baseline, str):
         checks.check_choice("baseline", baseline, ("zero", "blur"))
@@ -126,7 +127,7 @@ def integrated_gradients(
 @functools.partial(jax.jit, static_argnames=("model", "layer"))
 def _grad_cam(model, variables, x, targets, layer):
     h = model.encode(variables, x, layer)
-    grads = jax.grad(lambda h: _target_logit(model.decode(variables, h, layer), targets))(h)
+    grads = jax.grad(lambda h: summed_target_logits(model.decode(variables, h, layer), targets))(h)
     weights = grads.mean(axis=(1, 2), keepdims=True)  # one weight per channel
     return jax.nn.relu((weights * h).sum(axis=-1))
 
@@ -146,7 +147,7 @@ def grad_cam(
     ``(N, h, w)`` at the layer's resolution, or, with ``resize``, ``(N, H, W)`` bilinearly
     upsampled to the images (half-pixel centres, ``jax.image.resize``).
     """
-    targets = _targets(model, images, targets)
+    targets = class_targets(model, images, targets)
     checks.check_choice("layer", layer, model.layer_names)
     x = jnp.asarray(images, jnp.float32)
     maps = _grad_cam(model, variables, x, targets, layer)

@@ -149,6 +149,7 @@ def explain_files(
     base_key = jax.random.key(seed)
     result = ExplainResult()
     stems = _stems(paths)
+    versions = _versions()
     batches = [range(s, min(s + batch_size, len(paths))) for s in range(0, len(paths), batch_size)]
     for batch in progress(iter(batches)):
         readable, pixels = [], []
@@ -198,7 +199,7 @@ def explain_files(
                     "total_bits": float(m.sum()) if METHODS[method].unit == "bits" else None,
                     "settings": dataclasses.asdict(settings),
                     "seed": seed,
-                    "versions": _versions(),
+                    "versions": versions,
                 }
                 name = f"{stems[i]}.{bundle.label_names[t]}.{method}"
                 result.written.append(_write(out, name, pixels[row], m, record))

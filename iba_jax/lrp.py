@@ -44,9 +44,8 @@ import jax
 import jax.numpy as jnp
 
 from iba_jax import checks
-from iba_jax.attribute import check_images, prepare_targets
+from iba_jax.baselines import class_targets, summed_target_logits
 from iba_jax.models.densenet import DenseNet, Variables
-from iba_jax.objectives import target_bce
 
 Rule = Literal["epsilon", "alpha1beta0"]
 RULES: tuple[str, ...] = ("epsilon", "alpha1beta0")
@@ -112,8 +111,7 @@ def _interceptor(rule: str, epsilon: float) -> Callable:
 def _relevance(model, variables, x, targets, rule, epsilon):
     def target_logits(x):
         with nn.intercept_methods(_interceptor(rule, epsilon)):
-            logits = model.apply(variables, x)
-        return jnp.take_along_axis(logits, targets[:, None], axis=1).sum()
+            return summed_target_logits(model.apply(variables, x), targets)
 
     return x * jax.grad(target_logits)(x)
 
@@ -150,6 +148,5 @@ def lrp(
     epsilon = float(epsilon)
     if not epsilon >= 0:
         raise ValueError(f"epsilon: expected a number >= 0; got {epsilon!r}.")
-    check_images(model, images)
-    targets = prepare_targets(model, images, targets, target_bce)
+    targets = class_targets(model, images, targets)
     return _relevance(model, variables, jnp.asarray(images, jnp.float32), targets, rule, epsilon)
