@@ -1,0 +1,116 @@
+"""Attribution sharded across 8 devices gives the single-device maps, for every method.
+
+The device count of a process is fixed when JAX starts, so the test in the main run starts
+this file again under pytest in a process with 8 CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=8``); the tests marked ``eight_devices``
+only run there.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from iba_jax import methods, sharding
+from iba_jax.attribute import IBAConfig
+from iba_jax.models import DenseNet, densenet_tiny
+from iba_jax.stats import estimate_feature_stats
+
+EIGHT = jax.local_device_count() == 8
+eight_devices = pytest.mark.skipif(not EIGHT, reason="runs in the 8-device process")
+NET = DenseNet(densenet_tiny(in_channels=1))
+QUICK = methods.MethodSettings(iba=IBAConfig(steps=2, samples=1, unroll=False), ig_steps=4)
+
+
+@pytest.mark.skipif(EIGHT, reason="this is the 8-device process")
+def test_in_a_process_with_eight_devices():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        __file__,
+        "-q",
+        "-p",
+        "no:xdist",
+        "-p",
+        "no:cacheprovider",
+    ]
+    done = subprocess.run(
+        command, cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert " passed" in done.stdout and " skipped" in done.stdout  # the inner tests did run
+
+
+@pytest.fixture(scope="module")
+def setting():
+    variables = NET.init(jax.random.key(0), 64)
+    images = jax.random.uniform(jax.random.key(1), (5, 64, 64, 1))
+    stats = estimate_feature_stats(NET, variables, [images], methods.MULTILAYER)
+    return variables, images, stats
+
+
+@eight_devices
+@pytest.mark.parametrize("name", sorted(methods.METHODS))
+def test_sharded_maps_equal_the_single_device_maps(setting, name):
+    variables, images, stats = setting  # 5 images on 8 devices: padded, then cut
+    run = lambda **kw: methods.attribution_maps(
+        name,
+        NET,
+        variables,
+        stats,
+        images,
+        [0, 1, 2, 0, 1],
+        key=jax.random.key(3),
+        settings=QUICK,
+        labels=[1.0, 2.0, 3.0, 4.0, 5.0],
+        **kw,
+    )
+    alone = run()
+    mesh = sharding.local_mesh()
+    assert mesh.devices.size == 8
+    shared = run(mesh=mesh)
+    assert shared.shape == alone.shape == (5, 64, 64)
+    np.testing.assert_allclose(shared, alone, rtol=1e-4, atol=1e-6 * np.abs(alone).max())
+    assert np.ptp(np.asarray(shared)) > 0
+
+
+@eight_devices
+def test_every_device_works_on_its_own_images(setting):
+    variables, images, stats = setting
+    mesh = sharding.local_mesh()
+    padded = sharding.pad_images((images, np.arange(5)), 8)
+    assert padded[0].shape[0] == 8 and list(padded[1]) == [0, 1, 2, 3, 4, 4, 4, 4]
+    text = (
+        methods._sharded_maps.lower(
+            variables,
+            {"denseblock3": stats["denseblock3"]},
+            padded[0],
+            np.zeros(8, np.int32),
+            jax.random.split(jax.random.key(0), 8),
+            np.zeros(8, np.float32),
+            name="iba",
+            model=NET,
+            settings=QUICK,
+            mesh=mesh,
+        )
+        .compile()
+        .as_text()
+    )
+    for collective in ("all-gather", "all-reduce", "all-to-all", "collective-permute"):
+        assert collective not in text  # no communication between the devices
+
+
+def test_keys_and_meshes_are_checked():
+    keys = sharding.per_image_keys(jax.random.key(0), 3)
+    assert keys.shape == (3,)
+    assert sharding.per_image_keys(keys, 3) is not None
+    with pytest.raises(ValueError, match=r"key: expected one key or one key per image \(4\)"):
+        sharding.per_image_keys(keys, 4)
+    with pytest.raises(ValueError, match=r"mesh: expected a jax\.sharding\.Mesh with an 'images'"):
+        sharding.check_mesh(jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",)))
