@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from iba_jax import demo, evaluation, explain, methods
+from iba_jax import demo, distributed, evaluation, explain, methods, sharding
 from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
 from iba_jax.data import building
 from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
@@ -117,10 +117,12 @@ def _check_image_size(bundle: ModelBundle, source: Any, name: str) -> None:
 
 
 def _split_of(args: argparse.Namespace) -> Any:
-    """The data set split of a command (built first if needed)."""
-    building.build(
-        args.dataset, config=args.config, data_dir=args.data_dir, manual_dir=args.manual_dir
-    )
+    """The data set split of a command (built first if needed, by process 0 of a job)."""
+    if jax.process_index() == 0:
+        building.build(
+            args.dataset, config=args.config, data_dir=args.data_dir, manual_dir=args.manual_dir
+        )
+    distributed.barrier(f"build {args.dataset} {args.config}")
     return building.data_source(
         args.dataset, args.split, config=args.config, data_dir=args.data_dir
     )
@@ -155,10 +157,27 @@ def _estimate(args: argparse.Namespace) -> None:
     )
 
 
+def _join_job(args: argparse.Namespace) -> None:
+    """Joins a multi-process job when asked (``--coordinator``, or ``--distributed`` to let JAX
+    detect it), and says which share of the work this process has."""
+    if args.coordinator or args.distributed:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        print(
+            f"process {jax.process_index()} of {jax.process_count()}: "
+            f"{jax.local_device_count()} local device(s), {jax.device_count()} in the job"
+        )
+
+
+def _local_mesh_if_several() -> Any:
+    """All local devices as a mesh when there are several; None for one."""
+    return sharding.local_mesh() if jax.local_device_count() > 1 else None
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     names = [Path(m).name for m in args.model]
     if len(set(names)) != len(names):
         raise ValueError(f"--model: expected folders with different names; got {args.model}.")
+    _join_job(args)
     source = _split_of(args)
     out = Path(args.out)
     results = out / "results.csv"
@@ -180,8 +199,10 @@ def _evaluate(args: argparse.Namespace) -> None:
             baseline=args.baseline,
             iou_rule=args.iou_rule,
             sensitivity_samples=args.sensitivity_samples,
+            cases_per_call=args.cases_per_call or jax.local_device_count(),
         )
         stats = evaluation.load_stats(model_dir, methods.needed_layers(chosen))
+        count = min(args.limit or len(source), len(source))
         evaluation.evaluate(
             bundle,
             source,
@@ -189,8 +210,14 @@ def _evaluate(args: argparse.Namespace) -> None:
             config,
             stats,
             model_name=name,
-            progress=functools.partial(tqdm, total=args.limit or len(source), desc=name),
+            progress=functools.partial(
+                tqdm, total=len(distributed.process_share(count)), desc=name
+            ),
+            mesh=_local_mesh_if_several(),
         )
+    if jax.process_index() != 0:
+        print(f"process {jax.process_index()}: done; process 0 merged the rows into {results}")
+        return
     if not read_rows(results):
         raise ValueError(
             f"--limit: the {args.limit or len(source)} image(s) evaluated hold no case (no "
@@ -204,12 +231,28 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    if bool(args.images) == bool(args.dataset):
+        raise ValueError(
+            "images: expected image files or --dataset (a data set split), not "
+            + ("both." if args.images else "neither.")
+        )
     bundle = load_bundle(args.model)
     method = explain.method_name(args.method)
     stats = evaluation.load_stats(args.model, methods.METHODS[method].layers)
+    _join_job(args)
+    if args.images:
+        inputs = explain.file_inputs(bundle, args.images)
+    elif args.data_dir is None:
+        raise ValueError("--data-dir: --dataset needs the folder where TFDS keeps it; got none.")
+    else:
+        source = _split_of(args)
+        _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
+        origin = f"{args.dataset}/{args.config or 'default'}"
+        inputs = explain.dataset_inputs(source, args.split, origin)[: args.limit]
     start = time.perf_counter()
-    result = explain.explain_files(
-        args.images,
+    mine = len(distributed.process_share(len(inputs)))
+    result = explain.explain(
+        inputs,
         bundle,
         stats,
         method,
@@ -219,15 +262,17 @@ def _explain(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         model_dir=args.model,
         progress=functools.partial(
-            tqdm, desc="images", total=-(-len(args.images) // args.batch_size), unit="batch"
+            tqdm, desc="images", total=-(-mine // args.batch_size), unit="batch"
         ),
+        mesh=_local_mesh_if_several(),
     )
-    for path, reason in result.failed:
-        print(f"failed: {path}: {reason}", file=sys.stderr)
+    for origin, reason in result.failed:
+        print(f"failed: {origin}: {reason}", file=sys.stderr)
+    earlier = f", {result.already_done} already there" if result.already_done else ""
     print(
-        f"explained {len(args.images) - len(result.failed)} of {len(args.images)} image(s) "
-        f"({len(result.written)} map(s)) with {method} into {args.out} in "
-        f"{time.perf_counter() - start:.1f} s"
+        f"explained {mine - len(result.failed)} of {mine} image(s) "
+        f"({len(result.written)} map(s){earlier}) with {method} into {args.out} in "
+        f"{time.perf_counter() - start:.1f} s; list: {Path(args.out) / explain.INDEX}"
     )
     return 1 if result.failed else 0
 
@@ -238,6 +283,21 @@ def _subcommand(sub: Any, name: str, summary: str, examples: str) -> argparse.Ar
         help=summary,
         description=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    job = parser.add_argument_group(
+        "several processes (jax.distributed; each takes every P-th image; the output folder "
+        "must be shared)"
+    )
+    job.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    job.add_argument("--num-processes", type=int, default=None, help="processes in the job")
+    job.add_argument("--process-id", type=int, default=None, help="this process's index")
+    job.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a job whose settings JAX detects (Cloud TPU, SLURM, Open MPI, Kubernetes)",
     )
 
 
@@ -320,14 +380,26 @@ def build_parser() -> argparse.ArgumentParser:
     explaining = _subcommand(
         sub,
         "explain",
-        "explain image files (PNG, JPEG, DICOM) with one method",
+        "explain image files (PNG, JPEG, DICOM) or a data set split with one method",
         "examples:\n"
         "  iba-jax explain scan.dcm --model MODEL --method iba --target positives --out out/\n"
         "  iba-jax explain a.png b.png --model MODEL --method inverse --target Effusion --out out/"
-        "\nPer image and target: STEM.TARGET.METHOD.npy, .png (overlay) and .json. The exit "
+        "\n  iba-jax explain --dataset cxr_phantoms --config classification_128 --data-dir "
+        "~/tfds --split test --model MODEL --out out/\n"
+        "Two processes (run each; add hosts the same way):\n"
+        "  iba-jax explain --dataset ... --out shared/out --coordinator host0:1234 "
+        "--num-processes 2 --process-id 0\n"
+        "Per image and target: STEM.TARGET.METHOD.npy, .png (overlay) and .json, listed in "
+        "explanations.csv; run again after a kill: finished maps are skipped. The exit "
         "code is 1 when a file could not be read (the others are still explained).",
     )
-    explaining.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files")
+    explaining.add_argument("images", nargs="*", help="PNG, JPEG or DICOM files")
+    dataset = explaining.add_argument_group("or a data set split")
+    dataset.add_argument("--dataset", choices=sorted(building.BUILDER_MODULES), default=None)
+    dataset.add_argument("--config", default=None, help="builder config (default: the first)")
+    dataset.add_argument("--data-dir", default=None, help="where TFDS keeps built data sets")
+    dataset.add_argument("--split", default="test")
+    dataset.add_argument("--limit", type=int, default=None, help="only the first N images")
     explaining.add_argument("--model", required=True, help="a model bundle (with feature stats)")
     explaining.add_argument(
         "--method",
@@ -343,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     explaining.add_argument("--out", required=True, help="the folder to write into")
     explaining.add_argument("--batch-size", type=int, default=8, help="images per device call")
     explaining.add_argument("--seed", type=int, default=0)
-    explaining.set_defaults(func=_explain)
+    _add_job_arguments(explaining)
+    explaining.set_defaults(func=_explain, manual_dir=None)
 
     data = _subcommand(
         sub,
@@ -386,7 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
         "classification_128 --data-dir ~/tfds --out eval/ --limit 50\n"
         "Run the same command again after a kill: finished rows are kept and skipped.\n"
         "Two models in one report (Table 3):\n  iba-jax evaluate --model bce/ --model "
-        "weighted/ cxr_phantoms --config classification_128 --out eval/",
+        "weighted/ cxr_phantoms --config classification_128 --out eval/\n"
+        "Two processes on two hosts (run each; the --out folder must be shared):\n"
+        "  iba-jax evaluate ... --out shared/eval --coordinator host0:1234 --num-processes 2 "
+        "--process-id 0   (and --process-id 1 on the other)",
     )
     evaluate.add_argument(
         "--model",
@@ -423,7 +499,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="random subsets per size of Sensitivity-N (0 skips it)",
     )
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--cases-per-call",
+        type=int,
+        default=None,
+        help="cases whose maps one call computes, split across the local devices (default: "
+        "the number of local devices)",
+    )
     evaluate.add_argument("--out", required=True, help="folder for results.csv and summary.md")
+    _add_job_arguments(evaluate)
     evaluate.set_defaults(func=_evaluate)
     return parser
 

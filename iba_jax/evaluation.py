@@ -34,19 +34,20 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from iba_jax import checks, report_plots
+from iba_jax import checks, distributed, report_plots
 from iba_jax.bundle import ModelBundle, bundle_checksum, load_feature_stats, stats_layers
 from iba_jax.data.brixia import DETECTOR_LABELS, detector_zones
 from iba_jax.data.preprocess import unit_range
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps
 from iba_jax.metrics import correlation, faithfulness, localisation
-from iba_jax.records import append_row, read_rows
+from iba_jax.records import append_row, read_rows, write_rows
 from iba_jax.stats import FeatureStats
 
 # Sensitivity-N's subset sizes, as fractions of the pixels (log-spaced, 1 % to 80 %).
@@ -108,6 +109,8 @@ class EvaluationConfig:
       seed: the PRNG seed of the noise of IBA, of the random maps and of Sensitivity-N's subsets
         (one key per image and target).
       limit: evaluate only the first N images of the split.
+      cases_per_call: cases whose maps one call computes, per method (a multiple of the
+        devices, to use them all; it changes no value, beyond float rounding).
     """
 
     methods: tuple[str, ...] = CLASSIFICATION_METHODS
@@ -119,9 +122,11 @@ class EvaluationConfig:
     settings: MethodSettings = MethodSettings()
     seed: int = 0
     limit: int | None = None
+    cases_per_call: int = 1
 
     def __post_init__(self) -> None:
         checks.check_names("methods", self.methods, tuple(METHODS))
+        checks.check_positive_int("cases_per_call", self.cases_per_call)
         checks.check_choice("iou_rule", self.iou_rule, localisation.RULES)
         checks.check_choice("baseline", self.baseline, ("blur", "zero"))
         if not (isinstance(self.sensitivity_samples, int) and self.sensitivity_samples >= 0):
@@ -206,13 +211,13 @@ def settings_path(results: Path) -> Path:
 
 
 def _check_settings(path: Path, model_name: str, bundle: ModelBundle, config: EvaluationConfig):
-    """Records the model's checksum and the settings its rows are computed with, or, resuming,
-    refuses to mix rows of other weights or settings into the file (methods and limit may
-    change: they choose rows, not their values)."""
+    """Records the model's checksum and the settings its rows are computed with (process 0),
+    or, resuming, refuses to mix rows of other weights or settings into the file (methods,
+    limit and cases per call may change: they choose rows or batching, not values)."""
     recorded_path = settings_path(path)
     recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else {}
     values = dataclasses.asdict(config)
-    del values["methods"], values["limit"]
+    del values["methods"], values["limit"], values["cases_per_call"]
     mine = {"model_sha256": bundle_checksum(bundle), **values}
     mine = json.loads(json.dumps(mine))  # as it reads back (tuples as lists)
     if model_name in recorded:
@@ -225,14 +230,22 @@ def _check_settings(path: Path, model_name: str, bundle: ModelBundle, config: Ev
                 "); evaluate into a new file, or with the same model and settings."
             )
         return
+    if jax.process_index() != 0:
+        return
     recorded[model_name] = mine
     partial = recorded_path.with_suffix(".json.partial")
     partial.write_text(json.dumps(recorded, indent=2, sort_keys=True))
     partial.replace(recorded_path)
 
 
-def _done(path: Path) -> set[tuple[str, int, int, str]]:
-    return {(r["model"], int(r["index"]), int(r["target"]), r["method"]) for r in read_rows(path)}
+def _row_key(row: dict[str, Any]) -> tuple[str, int, int, str]:
+    return (row["model"], int(row["index"]), int(row["target"]), row["method"])
+
+
+class _Pending(NamedTuple):
+    case: Case
+    method: str
+    x: jax.Array  # the image's model input (1, H, W, C)
 
 
 def evaluate(
@@ -244,8 +257,15 @@ def evaluate(
     *,
     model_name: str = "model",
     progress: Callable[[Iterator], Iterator] = lambda it: it,
+    mesh: Mesh | None = None,
 ) -> Path:
     """Evaluates ``config.methods`` on every case of ``source`` into the CSV ``results``.
+
+    Maps are computed ``config.cases_per_call`` cases at a time per method (split across the
+    devices of ``mesh``); each case is then scored and its row appended. In a job of several
+    processes (``jax.distributed``), each process evaluates its share of the images
+    (``distributed.process_share``) into its own part file, and process 0 merges the parts
+    into ``results`` when all are done (checking that no row is missing or there twice).
 
     Args:
       bundle: the model (its input spec turns stored images into inputs, its label names name
@@ -253,12 +273,14 @@ def evaluate(
       source: a data source of a split (``iba_jax.data.building.data_source``): examples with
         ``image`` (uint8) and either multi-hot ``labels`` and ``objects`` (masks or boxes) or
         BrixIA's ``zone_map``, ``zone_scores`` (and ``global_score``, ``severity_map``).
-      results: the CSV file; rows already in it (same model name) are skipped. The model's
-        checksum and the settings are recorded beside it (``settings_path``): resuming with
-        other weights or settings under the same model name is refused.
+      results: the CSV file; rows already in it or in its part files (same model name) are
+        skipped. The model's checksum and the settings are recorded beside it
+        (``settings_path``): resuming with other weights or settings under the same model name
+        is refused. In several processes, a folder that all of them see.
       stats: feature statistics per layer (``load_stats``).
       model_name: the ``model`` column, to compare several models in one file.
-      progress: wraps the loop over images (a progress bar in the CLI).
+      progress: wraps the loop over this process's images (a progress bar in the CLI).
+      mesh: the devices to split each call's cases across (``sharding.local_mesh()``).
 
     Returns:
       The path of the results file.
@@ -266,11 +288,11 @@ def evaluate(
     path = Path(results)
     path.parent.mkdir(parents=True, exist_ok=True)
     _check_settings(path, model_name, bundle, config)
-    done = _done(path)
-    model, variables = bundle.model, bundle.variables
+    done = {_row_key(row) for row in distributed.all_rows(path)}
+    out = distributed.part_path(path)
     count = len(source) if config.limit is None else min(config.limit, len(source))
-    base_key = jax.random.key(config.seed)
-    for index in progress(iter(range(count))):
+    pending: list[_Pending] = []
+    for index in progress(iter(distributed.process_share(count))):
         example = source[index]
         todo = [
             (case, method)
@@ -278,38 +300,74 @@ def evaluate(
             for method in config.methods
             if (model_name, index, case.target, method) not in done
         ]
-        if not todo:
-            continue
-        x = bundle.input_spec.normalize(
-            unit_range(example["image"][None], model.config.in_channels)
-        )
-        for case, method in todo:
-            start = time.perf_counter()
-            targets = jnp.asarray([case.target])
-            key = jax.random.fold_in(jax.random.fold_in(base_key, index), case.target)
-            maps = attribution_maps(
-                method,
-                model,
-                variables,
-                stats,
-                x,
-                targets,
-                key=key,
-                settings=config.settings,
-                labels=None if np.isnan(case.label) else [case.label],
+        if todo:
+            x = bundle.input_spec.normalize(
+                unit_range(example["image"][None], bundle.config.in_channels)
             )
-            scores = _scores(bundle, x, targets, maps, case, config, key)
-            row = {
-                "model": model_name,
-                "index": index,
-                "target": case.target,
-                "target_name": bundle.label_names[case.target],
-                "method": method,
-                **scores,
-                "seconds": round(time.perf_counter() - start, 4),
-            }
-            append_row(path, row)
+            pending += [_Pending(case, method, x) for case, method in todo]
+        if len(pending) >= config.cases_per_call * len(config.methods):
+            _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh)
+            pending = []
+    _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh)
+    distributed.barrier(f"evaluate {path} {model_name}: rows written")
+    if jax.process_index() == 0 and distributed.part_files(path):
+        expected = [
+            (model_name, index, case.target, method)
+            for index in range(count)
+            for case in cases(source[index], index, bundle.label_names)
+            for method in config.methods
+        ]
+        distributed.merge_records(path, _row_key, expected, order=lambda r: int(r["index"]))
+    distributed.barrier(f"evaluate {path} {model_name}: merged")
     return path
+
+
+def _case_key(base_key: jax.Array, case: Case) -> jax.Array:
+    """The noise key of a case: a function of its image and target only."""
+    return jax.random.fold_in(jax.random.fold_in(base_key, case.index), case.target)
+
+
+def _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh) -> None:
+    """Maps for the ``pending`` cases, ``cases_per_call`` at a time per method (the last call
+    padded, so every call has the same shapes), then one row per case in the given order."""
+    base_key = jax.random.key(config.seed)
+    maps, seconds = {}, {}
+    for method in dict.fromkeys(p.method for p in pending):
+        mine = [i for i, p in enumerate(pending) if p.method == method]
+        for start in range(0, len(mine), config.cases_per_call):
+            chunk = mine[start : start + config.cases_per_call]
+            padded = chunk + chunk[-1:] * (config.cases_per_call - len(chunk))
+            began = time.perf_counter()
+            labels = [pending[i].case.label for i in padded]
+            chunk_maps = attribution_maps(
+                method,
+                bundle.model,
+                bundle.variables,
+                stats,
+                jnp.concatenate([pending[i].x for i in padded]),
+                jnp.asarray([pending[i].case.target for i in padded]),
+                key=jnp.stack([_case_key(base_key, pending[i].case) for i in padded]),
+                settings=config.settings,
+                labels=None if np.isnan(labels).any() else labels,
+                mesh=mesh,
+            ).block_until_ready()
+            share = (time.perf_counter() - began) / len(chunk)
+            for i, m in zip(chunk, chunk_maps, strict=False):
+                maps[i], seconds[i] = m[None], share
+    for i, (case, method, x) in enumerate(pending):
+        began = time.perf_counter()
+        targets = jnp.asarray([case.target])
+        scores = _scores(bundle, x, targets, maps[i], case, config, _case_key(base_key, case))
+        row = {
+            "model": model_name,
+            "index": case.index,
+            "target": case.target,
+            "target_name": bundle.label_names[case.target],
+            "method": method,
+            **scores,
+            "seconds": round(seconds[i] + time.perf_counter() - began, 4),
+        }
+        append_row(out, row)
 
 
 def _round(value: Any) -> float:
@@ -403,14 +461,6 @@ def markdown(table: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(table: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
-    """A table as CSV (replacing the file)."""
-    path = Path(path)
-    path.unlink(missing_ok=True)
-    for row in table:
-        append_row(path, row)
-
-
 def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -> str:
     """Every table and plot of a results file into the folder ``out``; returns the Markdown.
 
@@ -429,7 +479,7 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         raise ValueError(f"results: {results} holds no row to summarise.")
     models = list(dict.fromkeys(r["model"] for r in per_method))
     sections = ["## Per model and method\n", markdown(per_method)]
-    write_csv(per_method, out / "summary.csv")
+    write_rows(out / "summary.csv", per_method)
     by_target = summary(results, ("model", "method", "target_name"))
     for model in models:
         mine = [r for r in by_target if r["model"] == model]
@@ -437,11 +487,11 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         heading = "IoU per target and method" + ("" if len(models) == 1 else f": {model}")
         sections += [f"\n## {heading}\n", markdown(targets)]
         suffix = "" if len(models) == 1 else f"_{model}"
-        write_csv(targets, out / f"iou_by_target{suffix}.csv")
+        write_rows(out / f"iou_by_target{suffix}.csv", targets)
     if len(models) > 1:
         by_model = pivot(per_method, "method", "model", "iou")
         sections += ["\n## IoU per model and method\n", markdown(by_model)]
-        write_csv(by_model, out / "iou_by_model.csv")
+        write_rows(out / "iou_by_model.csv", by_model)
     for model in models:
         mine = [r for r in per_method if r["model"] == model]
         suffix = "" if len(models) == 1 else f"_{model}"

@@ -1,29 +1,34 @@
-"""Explaining image files: read them as the model was trained, predict, attribute, and write
-each explanation (the map as ``.npy``, an overlay PNG with a colour bar, and a JSON record).
+"""Explaining images: read them as the model was trained, predict, attribute, and write each
+explanation (the map as ``.npy``, an overlay PNG with a colour bar, and a JSON record).
 
-Images are read as the data set builders store them (PNG, JPEG or DICOM -> [0, 1] -> central
-square -> the bundle's size -> uint8) and then normalised as the bundle says, so a file gives
-the model the same input as the same image in a built data set. Files are explained in batches;
-one that cannot be read is reported and the rest are still explained.
+The inputs are image files (``file_inputs``) or the examples of a data set split
+(``dataset_inputs``). Files are read as the data set builders store images (PNG, JPEG or DICOM
+-> [0, 1] -> central square -> the bundle's size -> uint8) and then normalised as the bundle
+says, so a file gives the model the same input as the same image in a built data set. Inputs
+are explained in batches; one that cannot be read is reported and the rest are still explained.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from iba_jax import report_plots
+from iba_jax import distributed, report_plots
 from iba_jax.bundle import ModelBundle
 from iba_jax.data.preprocess import UnreadableImageError, read_image, square, to_uint8, unit_range
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps
+from iba_jax.records import append_row
 from iba_jax.stats import FeatureStats
 
 # Short names of the command line -> the methods' names.
@@ -88,12 +93,49 @@ def choose_targets(bundle: ModelBundle, outputs: np.ndarray, target: str) -> lis
     )
 
 
+class Input(NamedTuple):
+    """One image to explain: the stem of its output files, where it comes from (a file's
+    path or a data set example), and how to read it as the model's stored input (uint8)."""
+
+    name: str
+    origin: str
+    read: Callable[[], np.ndarray]
+
+
+def file_inputs(bundle: ModelBundle, paths: Sequence[str | os.PathLike[str]]) -> list[Input]:
+    """Image files (``model_image``), named by file name; a second file of the same name is
+    numbered (``scan``, ``scan-2``)."""
+    stems, seen = [], {}
+    for path in paths:
+        stem = Path(path).stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return [
+        Input(stem, str(Path(path).resolve()), functools.partial(model_image, bundle, path))
+        for stem, path in zip(stems, paths, strict=True)
+    ]
+
+
+def dataset_inputs(source: Sequence[dict[str, Any]], split: str, origin: str) -> list[Input]:
+    """The examples of a data set split (their stored ``image``), named ``SPLIT_NNNNNN`` by
+    their index; ``origin`` names the data set (e.g. ``cxr_phantoms/classification_128``)."""
+    return [
+        Input(f"{split}_{i:06d}", f"{origin}:{split}[{i}]", lambda i=i: source[i]["image"])
+        for i in range(len(source))
+    ]
+
+
 @dataclasses.dataclass
 class ExplainResult:
-    """What ``explain_files`` did: the JSON records written and the files that failed."""
+    """What ``explain`` did in this call: the JSON records written, the inputs that failed
+    (origin, reason), and the number of maps already there from an earlier run."""
 
     written: list[Path] = dataclasses.field(default_factory=list)
     failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    already_done: int = 0
+
+
+INDEX = "explanations.csv"
 
 
 def _versions() -> dict[str, str]:
@@ -107,19 +149,12 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _stems(paths: Sequence[str]) -> list[str]:
-    """Output names per file: the file name without its extension, numbered when two files
-    share one."""
-    stems, seen = [], {}
-    for path in paths:
-        stem = Path(path).stem or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-    return stems
+def _index_key(row: dict[str, str]) -> tuple[int, str]:
+    return int(row["position"]), row["target"]
 
 
-def explain_files(
-    paths: Sequence[str],
+def explain(
+    inputs: Sequence[Input],
     bundle: ModelBundle,
     stats: Mapping[str, FeatureStats],
     method: str,
@@ -131,62 +166,84 @@ def explain_files(
     batch_size: int = 8,
     model_dir: str | None = None,
     progress: Callable[[Iterator], Iterator] = lambda it: it,
+    mesh: Mesh | None = None,
 ) -> ExplainResult:
-    """Explains each file's chosen outputs with ``method`` into the folder ``out``.
+    """Explains each input's chosen outputs with ``method`` into the folder ``out``.
 
-    Per (file, target): ``STEM.TARGET.METHOD.npy`` (the map at the model's resolution, float32),
-    ``.png`` (the map over the image, with a colour bar in the method's unit) and ``.json`` (the
-    predictions per class, the target and how it was chosen, the map's sum and unit, the
-    total bits through the bottleneck for the IBA family, the method's settings, the seed and
-    the versions). The noise of image i's
-    target t is drawn under ``fold_in(fold_in(key(seed), i), t)``, whatever the batching.
+    Per (input, target): ``NAME.TARGET.METHOD.npy`` (the map at the model's resolution,
+    float32), ``.png`` (the map over the image, with a colour bar in the method's unit) and
+    ``.json`` (the predictions per class, the target and how it was chosen, the map's sum and
+    unit, the total bits through the bottleneck for the IBA family, the method's settings, the
+    seed and the versions). ``explanations.csv`` lists every map and every input that failed,
+    one row each, on disk as soon as it is done: run again after a kill and finished maps are
+    skipped. The noise of input i's target t is drawn under ``fold_in(fold_in(key(seed), i),
+    t)``, whatever the batching and the devices (``mesh``: split each batch across them).
+
+    In a job of several processes (``jax.distributed``), each process explains its share of
+    the inputs (``distributed.process_share``) and process 0 merges the processes' lists
+    into ``explanations.csv``, checking that every input is there.
     """
     method = method_name(method)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    index = out / INDEX
+    earlier = distributed.all_rows(index)
+    done = {_index_key(row) for row in earlier}
+    failed_before = {int(row["position"]) for row in earlier if row["error"]}
+    mine = [i for i in distributed.process_share(len(inputs)) if i not in failed_before]
     model, variables = bundle.model, bundle.variables
     forward = jax.jit(lambda v, x: model.head_outputs(model.apply(v, x)))
     base_key = jax.random.key(seed)
     result = ExplainResult()
-    stems = _stems(paths)
     versions = _versions()
-    batches = [range(s, min(s + batch_size, len(paths))) for s in range(0, len(paths), batch_size)]
+    part = distributed.part_path(index)
+    fields = dict.fromkeys(("target", "target_name", "chosen_by", "map_sum", "record", "error"), "")
+
+    def add_row(position: int, **values: Any) -> None:
+        entry = {"position": position, "input": inputs[position].origin, "method": method}
+        append_row(part, {**entry, **fields, **values})
+
+    batches = [mine[s : s + batch_size] for s in range(0, len(mine), batch_size)]
     for batch in progress(iter(batches)):
         readable, pixels = [], []
         for i in batch:
             try:
-                pixels.append(model_image(bundle, paths[i]))
+                pixels.append(_checked_pixels(bundle, inputs[i].read()))
                 readable.append(i)
-            except (OSError, UnreadableImageError) as error:
-                result.failed.append((str(paths[i]), str(error)))
+            except (OSError, ValueError, UnreadableImageError) as error:
+                result.failed.append((inputs[i].origin, str(error)))
+                add_row(i, error=str(error) or type(error).__name__)
         if not readable:
             continue
         x = bundle.input_spec.normalize(unit_range(np.stack(pixels), bundle.config.in_channels))
         outputs = np.asarray(forward(variables, x))
-        pairs = [
-            (row, i, t, how)
-            for row, i in enumerate(readable)
-            for t, how in choose_targets(bundle, outputs[row], target)
-        ]
+        pairs = []
+        for row, i in enumerate(readable):
+            for t, how in choose_targets(bundle, outputs[row], target):
+                if (i, str(t)) in done:
+                    result.already_done += 1
+                else:
+                    pairs.append((row, i, t, how))
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
-            rows = jnp.asarray([row for row, *_ in chunk])
+            padded = chunk + chunk[-1:] * (batch_size - len(chunk))  # one shape: one compile
             keys = jnp.stack(
-                [jax.random.fold_in(jax.random.fold_in(base_key, i), t) for _, i, t, _ in chunk]
+                [jax.random.fold_in(jax.random.fold_in(base_key, i), t) for _, i, t, _ in padded]
             )
             maps = attribution_maps(
                 method,
                 model,
                 variables,
                 stats,
-                x[rows],
-                jnp.asarray([t for _, _, t, _ in chunk]),
+                x[jnp.asarray([row for row, *_ in padded])],
+                jnp.asarray([t for _, _, t, _ in padded]),
                 key=keys,
                 settings=settings,
+                mesh=mesh,
             )
-            for (row, i, t, how), m in zip(chunk, np.asarray(maps), strict=True):
+            for (row, i, t, how), m in zip(chunk, np.asarray(maps), strict=False):
                 record = {
-                    "file": str(Path(paths[i]).resolve()),
+                    "file": inputs[i].origin,
                     "model": model_dir,
                     "predictions": dict(
                         zip(bundle.label_names, outputs[row].tolist(), strict=True)
@@ -201,9 +258,39 @@ def explain_files(
                     "seed": seed,
                     "versions": versions,
                 }
-                name = f"{stems[i]}.{bundle.label_names[t]}.{method}"
-                result.written.append(_write(out, name, pixels[row], m, record))
+                name = f"{inputs[i].name}.{bundle.label_names[t]}.{method}"
+                written = _write(out, name, pixels[row], m, record)
+                result.written.append(written)
+                add_row(
+                    i,
+                    target=t,
+                    target_name=bundle.label_names[t],
+                    chosen_by=how,
+                    map_sum=record["map_sum"],
+                    record=written.name,
+                )
+    distributed.barrier(f"explain {index}: rows written")
+    if jax.process_index() == 0 and distributed.part_files(index):
+        distributed.merge_records(
+            index,
+            _index_key,
+            range(len(inputs)),
+            order=lambda r: int(r["position"]),
+            covers=lambda r: int(r["position"]),
+        )
+    distributed.barrier(f"explain {index}: merged")
     return result
+
+
+def _checked_pixels(bundle: ModelBundle, pixels: np.ndarray) -> np.ndarray:
+    """A model image must be uint8 at the bundle's size and channels."""
+    size, channels = bundle.input_spec.image_size, bundle.config.in_channels
+    if pixels.shape != (size, size, channels) or pixels.dtype != np.uint8:
+        raise ValueError(
+            f"expected a uint8 image of shape {(size, size, channels)} (the model's input); got "
+            f"{pixels.dtype} {pixels.shape}: choose the data set config of the model's size."
+        )
+    return pixels
 
 
 def _write(out: Path, name: str, pixels: np.ndarray, m: np.ndarray, record: dict) -> Path:

@@ -36,3 +36,22 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return []
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replaces the CSV file ``path`` with ``rows`` in one step: a kill leaves either the old
+    file or the new one, never half of it. Every row must have the first row's columns."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        for row in rows:
+            if list(row) != writer.fieldnames:
+                raise ValueError(
+                    f"{path}: a row's columns {list(row)} differ from the first row's "
+                    f"{writer.fieldnames}."
+                )
+            writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)

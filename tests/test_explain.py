@@ -15,6 +15,7 @@ from iba_jax.data.preprocess import to_uint8
 from iba_jax.evaluation import load_stats
 from iba_jax.methods import MethodSettings
 from iba_jax.pretrained import load_pretrained, pretrained_dir
+from iba_jax.records import read_rows
 
 MODEL = pretrained_dir("phantoms_cls")
 
@@ -104,8 +105,9 @@ def test_iba_records_total_bits_and_batching_does_not_change_maps(files, tmp_pat
     stats = load_stats(MODEL, ["denseblock3"])
     settings = MethodSettings(iba=IBAConfig(steps=3, samples=2))
     images = [str(folder / "scan.png"), str(folder / "scan_rgb.jpg"), str(folder / "scan.png")]
-    run = lambda out, batch: explain.explain_files(
-        images, bundle, stats, "iba", "Mass", out, settings=settings, batch_size=batch
+    inputs = explain.file_inputs(bundle, images)
+    run = lambda out, batch: explain.explain(
+        inputs, bundle, stats, "iba", "Mass", out, settings=settings, batch_size=batch
     )
     one = run(tmp_path / "one", 1)
     three = run(tmp_path / "three", 3)
@@ -121,3 +123,36 @@ def test_iba_records_total_bits_and_batching_does_not_change_maps(files, tmp_pat
         record = json.loads(a.read_text())
         assert record["unit"] == "bits" and record["total_bits"] > 0
         assert record["settings"]["iba"]["steps"] == 3
+
+
+def test_a_killed_run_resumes_and_the_list_has_every_input_once(files, tmp_path):
+    folder, _ = files
+    bundle = load_pretrained("phantoms_cls")
+    names = ("scan.png", "notes.png", "scan_rgb.jpg", "scan.dcm")
+    inputs = explain.file_inputs(bundle, [folder / n for n in names])
+    run = lambda **kw: explain.explain(
+        inputs, bundle, {}, "gradcam", "positives", tmp_path, batch_size=2, **kw
+    )
+
+    def killed_after_one(batches):
+        yield next(batches)
+        raise KeyboardInterrupt  # as a kill between batches
+
+    with pytest.raises(KeyboardInterrupt):
+        run(progress=killed_after_one)
+    first = read_rows(tmp_path / explain.INDEX)
+    assert {r["input"] for r in first} == {inputs[0].origin, inputs[1].origin}
+    again = run()
+    assert again.already_done == sum(not r["error"] for r in first) > 0
+    assert again.failed == []  # the unreadable file is listed once, not retried
+    rows = read_rows(tmp_path / explain.INDEX)
+    assert rows[: len(first)] == first
+    assert {int(r["position"]) for r in rows} == {0, 1, 2, 3}  # no gap
+    keys = [(r["position"], r["target"]) for r in rows]
+    assert len(keys) == len(set(keys))  # nothing twice
+    failed = [r for r in rows if r["error"]]
+    assert [r["input"] for r in failed] == [inputs[1].origin]
+    for r in rows:
+        if not r["error"]:
+            record = json.loads((tmp_path / r["record"]).read_text())
+            assert record["map_sum"] == pytest.approx(float(r["map_sum"]))
