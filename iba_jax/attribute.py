@@ -83,6 +83,8 @@ class IBAConfig:
       images_per_call: run the compiled function on chunks of this many images (the last chunk
         may compile once more) instead of the whole batch at once. It bounds memory; on a
         2-core CPU 4 images per call are also fastest per image (benchmarks/README.md).
+        ``"auto"``: as many as fit in 80 % of the device's free memory, from XLA's memory
+        analysis of the program (``iba_jax.memory``; two compilations on first use).
     """
 
     beta: float = 10.0
@@ -95,7 +97,7 @@ class IBAConfig:
     readout: Readout = "last"
     return_capacity: bool = False
     unroll: bool = True
-    images_per_call: int | None = None
+    images_per_call: int | Literal["auto"] | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.beta) and self.beta >= 0):
@@ -111,7 +113,7 @@ class IBAConfig:
         if not np.isfinite(self.initial_alpha):
             raise ValueError(f"initial_alpha: expected a finite value; got {self.initial_alpha}.")
         checks.check_choice("readout", self.readout, ("last", "final"))
-        if self.images_per_call is not None:
+        if self.images_per_call not in (None, "auto"):
             checks.check_positive_int("images_per_call", self.images_per_call)
 
 
@@ -481,6 +483,11 @@ def _run(
         injected=injected.pop(),
         clean_targets=clean_targets,
     )
+    if config.images_per_call == "auto":
+        from iba_jax import memory  # here: memory imports this module (its program)
+
+        fitting = memory.images_per_call(model, layers, images.shape[1:3], config)
+        config = dataclasses.replace(config, images_per_call=fitting)
     maps, aux = call_in_chunks(compiled, (jnp.asarray(images), targets, draws), config)
     for layer, layer_maps in zip(layers, maps, strict=True):
         if _is_concrete(layer_maps) and not np.all(np.isfinite(np.asarray(layer_maps))):
