@@ -37,11 +37,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  # about 20 minutes on a 2-core CPU
+bench: $(STAMP)  # about 30 minutes on a 2-core CPU
 	$(BIN)/python benchmarks/densenet_forward.py
 	$(BIN)/python benchmarks/attribution.py
 	$(BIN)/python benchmarks/data_build.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/vs_reference.py  # the reference too with IBA_REFERENCE_PATH/_PYTHON
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
