@@ -103,7 +103,7 @@ def test_a_feature_the_tail_ignores_ends_with_no_capacity(tiny_model, stats, ima
     params = jax.tree.map(lambda a: a, variables)
     kernel = params["params"]["transition3"]["conv"]["kernel"]
     params["params"]["transition3"]["conv"]["kernel"] = kernel.at[:, :, ignored, :].set(0.0)
-    cfg = IBAConfig(beta=0.1, steps=15, return_capacity=True)
+    cfg = IBAConfig(beta=0.1, steps=15, return_capacity=True, unroll=False)
     _, aux = iba(net, params, stats["denseblock3"], images, 0, config=cfg, key=jax.random.key(0))
     s = stats["denseblock3"]
     features = net.encode(variables, images, "denseblock3")
@@ -122,7 +122,13 @@ def test_total_bits_fall_as_beta_grows_without_recompiling(tiny_model, stats, im
     before = None
     for beta in (0.001, 0.1, 10.0):
         maps, _ = iba(
-            net, variables, stats["denseblock3"], images, 0, config=IBAConfig(beta=beta), key=key
+            net,
+            variables,
+            stats["denseblock3"],
+            images,
+            0,
+            config=IBAConfig(beta=beta, unroll=False),
+            key=key,
         )
         totals.append(float(maps.sum()))
         before = _attribute_compiled._cache_size() if before is None else before
@@ -197,10 +203,11 @@ def test_regression_losses(tiny_model, stats, images):
     st3 = stats["denseblock3"]
     key = jax.random.key(11)
     clean = net.apply(variables, images)[:, 1]
-    deviation, _ = regression_iba(net, variables, st3, images, loss="deviation", output=1, key=key)
-    mse_to_clean, _ = regression_iba(net, variables, st3, images, clean, output=1, key=key)
+    rolled = {"output": 1, "key": key, "config": IBAConfig(unroll=False)}  # compiles faster
+    deviation, _ = regression_iba(net, variables, st3, images, loss="deviation", **rolled)
+    mse_to_clean, _ = regression_iba(net, variables, st3, images, clean, **rolled)
     np.testing.assert_allclose(deviation, mse_to_clean, rtol=1e-4, atol=1e-8)
-    rm, _ = regression_iba(net, variables, st3, images, loss="rm", output=1, key=key)
+    rm, _ = regression_iba(net, variables, st3, images, loss="rm", **rolled)
     assert rm.shape == (4, 64, 64) and np.all(np.isfinite(rm))
 
 

@@ -31,7 +31,7 @@ def test_coiba_is_deterministic_and_beta_controls_the_bits(setup):
     key = jax.random.key(0)
     totals = []
     for beta in (0.01, 10.0):
-        cfg = IBAConfig(beta=beta, return_capacity=True)
+        cfg = IBAConfig(beta=beta, return_capacity=True, unroll=False)
         maps, aux = coiba(net, variables, stats, images, 1, config=cfg, key=key)
         assert maps.shape == (2, 64, 64) and np.all(np.isfinite(maps))
         assert aux.lam.shape == (2, 16, 16, 1) and aux.capacity.shape == (2, 16, 16, 32)
@@ -43,7 +43,7 @@ def test_coiba_is_deterministic_and_beta_controls_the_bits(setup):
 
 def test_the_later_bottlenecks_change_the_optimisation(setup):
     net, variables, stats, images = setup
-    cfg, key = IBAConfig(beta=0.01), jax.random.key(1)
+    cfg, key = IBAConfig(beta=0.01, unroll=False), jax.random.key(1)
     shared, aux = coiba(net, variables, stats, images, 1, config=cfg, key=key)
     first_only, aux1 = coiba(
         net, variables, stats, images, 1, layers=LAYERS[:1], config=cfg, key=key

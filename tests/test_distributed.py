@@ -1,6 +1,10 @@
-"""Several processes (jax.distributed on 127.0.0.1) give the one-process results, merged."""
+"""The estimate, evaluate and explain commands, in one process and in several (jax.distributed
+on 127.0.0.1): the same rows, merged, and every report."""
 
+import contextlib
 import csv
+import io
+import shutil
 import socket
 import subprocess
 import sys
@@ -8,6 +12,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import PIL.Image
 import pytest
 
 from iba_jax import distributed
@@ -35,36 +40,45 @@ def free_port():
         return s.getsockname()[1]
 
 
+NET = DenseNet(densenet_tiny(num_classes=4, in_channels=1, head="sigmoid"))
+
+
+def tiny_bundle(image_size):
+    variables = NET.init(jax.random.key(0), 64)
+    return ModelBundle(
+        NET.config, variables, phantoms.FINDINGS, InputSpec.named("none", image_size)
+    )
+
+
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
-    """A tiny 64 px classifier with feature statistics, and the mini phantom data set."""
+    """Two copies of a tiny 64 px classifier with feature statistics (``iba-jax estimate``),
+    and the mini phantom data set."""
     folder = tmp_path_factory.mktemp("job")
-    net = DenseNet(densenet_tiny(num_classes=4, in_channels=1, head="sigmoid"))
-    bundle = ModelBundle(
-        net.config, net.init(jax.random.key(0), 64), phantoms.FINDINGS, InputSpec.named("none", 64)
-    )
-    save_bundle(folder / "model", bundle)
+    save_bundle(folder / "model", tiny_bundle(64))
     data = ["cxr_phantoms", "--config", "classification_64_mini", "--data-dir", str(folder)]
-    assert (
-        main(["estimate", "--model", str(folder / "model"), *data, "--layers", "denseblock3"]) == 0
-    )
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        estimate = ["estimate", "--model", str(folder / "model"), *data, "--layers", "denseblock3"]
+        assert main(estimate) == 0
+    assert "estimated denseblock3 over 32 images" in printed.getvalue()
+    shutil.copytree(folder / "model", folder / "other")
     return folder, data
 
 
+def test_a_model_of_another_image_size_is_refused(job, tmp_path, capsys):
+    _, data = job
+    save_bundle(tmp_path / "large", tiny_bundle(128))
+    assert main(["estimate", "--model", str(tmp_path / "large"), *data]) == 2
+    assert "the model takes 128 px images" in capsys.readouterr().err
+
+
 def commands(folder, data, out, job_arguments):
-    evaluate = ["evaluate", "--model", str(folder / "model"), *data, "--out", str(out / "eval")]
-    evaluate += ["--methods", "iba,grad_cam", "--limit", "6", "--sensitivity-samples", "2"]
-    explain = ["explain", "--model", str(folder / "model"), "--dataset", *data]
-    explain += [
-        "--limit",
-        "5",
-        "--method",
-        "gradcam",
-        "--batch-size",
-        "2",
-        "--out",
-        str(out / "maps"),
-    ]
+    models = ["--model", str(folder / "model"), "--model", str(folder / "other")]
+    evaluate = ["evaluate", *models, *data, "--out", str(out / "eval")]
+    evaluate += ["--methods", "iba,random", "--limit", "6", "--sensitivity-samples", "2"]
+    explain = ["explain", "--model", str(folder / "model"), "--dataset", *data, "--limit", "5"]
+    explain += ["--method", "gradcam", "--batch-size", "2", "--out", str(out / "maps")]
     return [
         sys.executable,
         "-c",
@@ -83,6 +97,7 @@ def test_two_processes_give_the_one_process_results(job, tmp_path):
         commands(folder, data, tmp_path / "one", []), cwd=ROOT, capture_output=True, text=True
     )
     assert one.returncode == 0, one.stderr[-3000:]
+    check_reports(tmp_path / "one" / "eval", one.stdout)
     port = free_port()
     started = [
         subprocess.Popen(
@@ -128,6 +143,28 @@ def test_two_processes_give_the_one_process_results(job, tmp_path):
         )
     leftovers = list((tmp_path / "two").rglob("*.process-*"))
     assert leftovers == []  # the parts were merged and removed
+
+
+def check_reports(out, printed):
+    """Every table and plot of an evaluation of two models (the same weights) with IBA and the
+    random control."""
+    assert "| model | iba |" in printed and (out / "summary.md").read_text() in printed
+    summary = rows(out / "summary.csv")
+    assert [(r["model"], r["method"]) for r in summary] == [
+        ("model", "iba"),
+        ("model", "random"),
+        ("other", "iba"),
+        ("other", "random"),
+    ]
+    same = [r["iou"] for r in summary if r["method"] == "iba"]
+    assert same[0] == same[1]  # the same weights and seeds: the same maps
+    assert [r["method"] for r in rows(out / "iou_by_model.csv")] == ["iba", "random"]
+    for name in ("model", "other"):
+        assert set(rows(out / f"iou_by_target_{name}.csv")[0]) <= {"method", *phantoms.FINDINGS}
+        for plot in ("insertion_deletion", "iou", "sensitivity_n"):
+            picture = np.asarray(PIL.Image.open(out / f"{plot}_{name}.png").convert("L"))
+            assert picture.shape[0] > 200 and picture.std() > 10  # drawn, not blank
+    assert not list(out.glob("pcc*.png"))  # no severity maps here
 
 
 def test_merging_drops_repeats_and_names_gaps(tmp_path):

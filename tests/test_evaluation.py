@@ -2,17 +2,14 @@
 
 import csv
 import dataclasses
-import shutil
 
 import jax
 import numpy as np
-import PIL.Image
 import pytest
 
 from iba_jax import evaluation
 from iba_jax.attribute import IBAConfig
-from iba_jax.bundle import InputSpec, ModelBundle, save_bundle
-from iba_jax.cli import main
+from iba_jax.bundle import ModelBundle, save_bundle
 from iba_jax.data import brixia, phantoms
 from iba_jax.data.preprocess import to_uint8, unit_range
 from iba_jax.methods import MethodSettings
@@ -162,52 +159,6 @@ def test_missing_feature_statistics_say_how_to_make_them(tmp_path):
         evaluation.EvaluationConfig(sensitivity_samples=-1)
     with pytest.raises(ValueError, match="baseline"):
         evaluation.EvaluationConfig(baseline="noise")
-
-
-def test_estimate_and_evaluate_commands(tmp_path, capsys):
-    net = DenseNet(densenet_tiny(num_classes=4, in_channels=1, head="sigmoid"))
-    bundle = ModelBundle(
-        net.config, net.init(jax.random.key(0), 64), phantoms.FINDINGS, InputSpec.named("none", 64)
-    )
-    model = tmp_path / "model"
-    save_bundle(model, bundle)
-    data = ["cxr_phantoms", "--config", "classification_64_mini", "--data-dir", str(tmp_path)]
-    assert main(["estimate", "--model", str(model), *data, "--layers", "denseblock3"]) == 0
-    assert "estimated denseblock3 over 32 images" in capsys.readouterr().out
-    other = tmp_path / "other"
-    shutil.copytree(model, other)
-    out = tmp_path / "eval"
-    args = ["evaluate", "--model", str(model), "--model", str(other), *data]
-    args += ["--methods", "iba,random", "--limit", "3", "--sensitivity-samples", "4"]
-    assert main([*args, "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "| model | iba |" in printed and (out / "summary.md").read_text() in printed
-    assert {r["method"] for r in rows(out / "results.csv")} == {"iba", "random"}
-    summary = rows(out / "summary.csv")
-    assert [(r["model"], r["method"]) for r in summary] == [
-        ("model", "iba"),
-        ("model", "random"),
-        ("other", "iba"),
-        ("other", "random"),
-    ]
-    same = [r["iou"] for r in summary if r["method"] == "iba"]
-    assert same[0] == same[1]  # the same weights and seeds: the same maps
-    assert [r["method"] for r in rows(out / "iou_by_model.csv")] == ["iba", "random"]
-    for name in ("model", "other"):
-        assert set(rows(out / f"iou_by_target_{name}.csv")[0]) <= {"method", *phantoms.FINDINGS}
-    for model_name in ("model", "other"):
-        for plot in ("insertion_deletion", "iou", "sensitivity_n"):
-            picture = np.asarray(PIL.Image.open(out / f"{plot}_{model_name}.png").convert("L"))
-            assert picture.shape[0] > 200 and picture.std() > 10  # drawn, not blank
-    assert not list(out.glob("pcc*.png"))  # no severity maps here
-    wrong = ["--config", "classification_128"]
-    assert (
-        main(
-            ["estimate", "--model", str(model), "cxr_phantoms", *wrong, "--data-dir", str(tmp_path)]
-        )
-        == 2
-    )
-    assert "the model takes 64 px images" in capsys.readouterr().err
 
 
 def regression_example(phantom):

@@ -13,15 +13,13 @@ NET = DenseNet(densenet_tiny(in_channels=1))
 QUICK = IBAConfig(steps=2, samples=2, unroll=False)
 
 
-def test_memory_is_linear_in_the_images_and_larger_for_earlier_layers():
+def test_memory_is_linear_in_the_images():
     estimate = memory.iba_memory(NET, "denseblock3", 64, QUICK)
     assert estimate.bytes_per_image > 0 and estimate.fixed_bytes >= 0
     three = memory._compiled_bytes(
         NET, ("denseblock3",), (64, 64), static_config(QUICK), 3, jax.devices()[0]
     )
     assert estimate.bytes_for(3) == pytest.approx(three, rel=0.02)  # a third compilation
-    earlier = memory.iba_memory(NET, "denseblock1", 64, QUICK)
-    assert earlier.bytes_per_image > 2 * estimate.bytes_per_image  # longer tail, larger maps
     assert memory.iba_memory(NET, "denseblock3", (64, 64), QUICK) is estimate  # cached
 
 

@@ -13,8 +13,8 @@ NET = DenseNet(densenet_tiny(in_channels=1))
 QUICK = methods.MethodSettings(iba=IBAConfig(steps=2, samples=1, unroll=False), ig_steps=4)
 
 
-@pytest.fixture(scope="module")
-def setting():
+def method_inputs():
+    """Variables, two images and every method's statistics (also used by test_sharding)."""
     variables = NET.init(jax.random.key(0), 64)
     images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 1))
     stats = {
@@ -22,6 +22,11 @@ def setting():
         for layer in methods.MULTILAYER
     }
     return variables, images, stats
+
+
+@pytest.fixture(scope="module")
+def setting():
+    return method_inputs()
 
 
 @pytest.mark.parametrize("name", sorted(methods.METHODS))
