@@ -1,9 +1,10 @@
 """Attribution sharded across 8 devices gives the single-device maps, for every method.
 
-The device count of a process is fixed when JAX starts, so the test in the main run starts
-this file again under pytest in a process with 8 CPU devices
-(``XLA_FLAGS=--xla_force_host_platform_device_count=8``); the tests marked ``eight_devices``
-only run there.
+The device count of a process is fixed when JAX starts, so the test in the main run computes
+the single-device maps (test_methods' programs: the compilation cache has them once a run),
+then starts this file again under pytest in a process with 8 CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=8``), where the tests marked
+``eight_devices`` shard the same calls and compare.
 """
 
 import os
@@ -14,33 +15,50 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-
-# The single-device maps are those of test_methods' every-method test (same model, inputs and
-# settings), so the persistent compilation cache serves one of the two from the other.
 from test_methods import NET, QUICK, method_inputs
 
 from iba_jax import methods, sharding
 
 EIGHT = jax.local_device_count() == 8
 eight_devices = pytest.mark.skipif(not EIGHT, reason="runs in the 8-device process")
+# Where the main run leaves its single-device maps for the 8-device process.
+SINGLE_DEVICE_MAPS = "IBA_JAX_TEST_SINGLE_DEVICE_MAPS"
+
+
+def every_method(name, setting, **kw):
+    """The maps of test_methods' every-method test (the same programs: compiled once a run)."""
+    variables, images, stats = setting
+    return methods.attribution_maps(
+        name,
+        NET,
+        variables,
+        stats,
+        images,
+        [0, 2],
+        key=jax.random.key(2),
+        settings=QUICK,
+        labels=[1.0, 2.0],
+        **kw,
+    )
 
 
 @pytest.mark.skipif(EIGHT, reason="this is the 8-device process")
-def test_in_a_process_with_eight_devices():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        __file__,
-        "-q",
-        "-p",
-        "no:xdist",
-        "-p",
-        "no:cacheprovider",
-    ]
+def test_in_a_process_with_eight_devices(tmp_path):
+    setting = method_inputs()
+    single = {name: np.asarray(every_method(name, setting)) for name in methods.METHODS}
+    np.savez(tmp_path / "single.npz", **single)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        SINGLE_DEVICE_MAPS: str(tmp_path / "single.npz"),
+    }
+    command = [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:xdist"]
     done = subprocess.run(
-        command, cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True
+        [*command, "-p", "no:cacheprovider"],
+        cwd=Path(__file__).parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert " passed" in done.stdout and " skipped" in done.stdout  # the inner tests did run
@@ -54,23 +72,14 @@ def setting():
 @eight_devices
 @pytest.mark.parametrize("name", sorted(methods.METHODS))
 def test_sharded_maps_equal_the_single_device_maps(setting, name):
-    variables, images, stats = setting  # 2 images on 8 devices: padded, then cut
-    run = lambda **kw: methods.attribution_maps(
-        name,
-        NET,
-        variables,
-        stats,
-        images,
-        [0, 2],
-        key=jax.random.key(2),
-        settings=QUICK,
-        labels=[1.0, 2.0],
-        **kw,
-    )
-    alone = run()
+    if SINGLE_DEVICE_MAPS in os.environ:  # computed by the main run, on one device
+        with np.load(os.environ[SINGLE_DEVICE_MAPS]) as single:
+            alone = single[name]
+    else:
+        alone = np.asarray(every_method(name, setting))
     mesh = sharding.local_mesh()
     assert mesh.devices.size == 8
-    shared = run(mesh=mesh)
+    shared = every_method(name, setting, mesh=mesh)  # 2 images on 8 devices: padded, then cut
     assert shared.shape == alone.shape == (2, 64, 64)
     np.testing.assert_allclose(shared, alone, rtol=1e-4, atol=1e-6 * np.abs(alone).max())
     assert np.ptp(np.asarray(shared)) > 0
