@@ -24,15 +24,10 @@ def method_inputs():
     return variables, images, stats
 
 
-@pytest.fixture(scope="module")
-def setting():
-    return method_inputs()
-
-
-@pytest.mark.parametrize("name", sorted(methods.METHODS))
-def test_every_method_gives_one_finite_map_per_image(setting, name):
+def every_method(name, setting, **kw):
+    """Method ``name``'s maps of the two images (also sharded by test_sharding)."""
     variables, images, stats = setting
-    maps = methods.attribution_maps(
+    return methods.attribution_maps(
         name,
         NET,
         variables,
@@ -42,7 +37,18 @@ def test_every_method_gives_one_finite_map_per_image(setting, name):
         key=jax.random.key(2),
         settings=QUICK,
         labels=[1.0, 2.0],
+        **kw,
     )
+
+
+@pytest.fixture(scope="module")
+def setting():
+    return method_inputs()
+
+
+@pytest.mark.parametrize("name", sorted(methods.METHODS))
+def test_every_method_gives_one_finite_map_per_image(setting, name):
+    maps = every_method(name, setting)
     assert maps.shape == (2, 64, 64) and maps.dtype == np.float32
     assert np.all(np.isfinite(maps)) and np.ptp(maps) > 0
 

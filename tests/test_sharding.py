@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from test_methods import NET, QUICK, method_inputs
+from test_methods import NET, QUICK, every_method, method_inputs
 
 from iba_jax import methods, sharding
 
@@ -23,23 +23,6 @@ EIGHT = jax.local_device_count() == 8
 eight_devices = pytest.mark.skipif(not EIGHT, reason="runs in the 8-device process")
 # Where the main run leaves its single-device maps for the 8-device process.
 SINGLE_DEVICE_MAPS = "IBA_JAX_TEST_SINGLE_DEVICE_MAPS"
-
-
-def every_method(name, setting, **kw):
-    """The maps of test_methods' every-method test (the same programs: compiled once a run)."""
-    variables, images, stats = setting
-    return methods.attribution_maps(
-        name,
-        NET,
-        variables,
-        stats,
-        images,
-        [0, 2],
-        key=jax.random.key(2),
-        settings=QUICK,
-        labels=[1.0, 2.0],
-        **kw,
-    )
 
 
 @pytest.mark.skipif(EIGHT, reason="this is the 8-device process")
