@@ -25,6 +25,8 @@ from iba_jax.bundle import (
 )
 from iba_jax.coiba import coiba
 from iba_jax.maps import binarize, resize_bilinear_mirror, to_bits_map
+from iba_jax.memory import MemoryEstimate, iba_memory
+from iba_jax.methods import METHODS, MethodSettings, attribution_maps
 from iba_jax.models import (
     DenseNet,
     DenseNetConfig,
@@ -48,9 +50,11 @@ from iba_jax.objectives import (
     vector_bce,
 )
 from iba_jax.pretrained import load_pretrained
+from iba_jax.sharding import local_mesh
 from iba_jax.stats import FeatureStats, estimate_feature_stats
 
 __all__ = [
+    "METHODS",
     "AttributionAux",
     "CorruptBundleError",
     "DenseNet",
@@ -58,6 +62,8 @@ __all__ = [
     "FeatureStats",
     "IBAConfig",
     "InputSpec",
+    "MemoryEstimate",
+    "MethodSettings",
     "ModelBundle",
     "MultiLayerResult",
     "Negated",
@@ -65,6 +71,7 @@ __all__ = [
     "SquaredError",
     "StateDictMismatchError",
     "attribute",
+    "attribution_maps",
     "binarize",
     "coiba",
     "densenet121",
@@ -74,11 +81,13 @@ __all__ = [
     "densenet_tiny",
     "estimate_feature_stats",
     "iba",
+    "iba_memory",
     "inverse_iba",
     "load_bundle",
     "load_feature_stats",
     "load_pretrained",
     "load_state_dict",
+    "local_mesh",
     "multilayer_iba",
     "regression_iba",
     "resize_bilinear_mirror",
