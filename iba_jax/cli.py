@@ -160,7 +160,13 @@ def _estimate(args: argparse.Namespace) -> None:
 def _join_job(args: argparse.Namespace) -> None:
     """Joins a multi-process job when asked (``--coordinator``, or ``--distributed`` to let JAX
     detect it), and says which share of the work this process has."""
-    if args.coordinator or args.distributed:
+    alone = args.coordinator is None and not args.distributed
+    if alone and (args.num_processes is not None or args.process_id is not None):
+        raise ValueError(
+            "--coordinator: --num-processes and --process-id need the coordinator's HOST:PORT "
+            "(or --distributed); without it every process would do all the work."
+        )
+    if not alone:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         print(
             f"process {jax.process_index()} of {jax.process_count()}: "

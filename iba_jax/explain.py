@@ -283,14 +283,19 @@ def explain(
 
 
 def _checked_pixels(bundle: ModelBundle, pixels: np.ndarray) -> np.ndarray:
-    """A model image must be uint8 at the bundle's size and channels."""
+    """A stored image as the model's input: uint8 at the bundle's size, with its channels (a
+    grayscale channel is repeated for RGB models, as ``unit_range`` does)."""
     size, channels = bundle.input_spec.image_size, bundle.config.in_channels
-    if pixels.shape != (size, size, channels) or pixels.dtype != np.uint8:
+    pixels = np.asarray(pixels)
+    if pixels.shape[:2] != (size, size) or pixels.shape[2:] not in ((1,), (channels,)):
         raise ValueError(
-            f"expected a uint8 image of shape {(size, size, channels)} (the model's input); got "
-            f"{pixels.dtype} {pixels.shape}: choose the data set config of the model's size."
+            f"expected a uint8 image of shape {(size, size, channels)} or {(size, size, 1)} (the "
+            f"model's input); got {pixels.dtype} {pixels.shape}: choose the data set config of "
+            "the model's size."
         )
-    return pixels
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image (as stored); got {pixels.dtype}.")
+    return np.repeat(pixels, channels // pixels.shape[2], axis=2)
 
 
 def _write(out: Path, name: str, pixels: np.ndarray, m: np.ndarray, record: dict) -> Path:

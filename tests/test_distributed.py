@@ -71,6 +71,10 @@ def test_a_model_of_another_image_size_is_refused(job, tmp_path, capsys):
     save_bundle(tmp_path / "large", tiny_bundle(128))
     assert main(["estimate", "--model", str(tmp_path / "large"), *data]) == 2
     assert "the model takes 128 px images" in capsys.readouterr().err
+    alone = ["--num-processes", "2", "--process-id", "0"]  # no coordinator: refused
+    evaluate = ["evaluate", "--model", str(tmp_path / "large"), *data, "--out", str(tmp_path)]
+    assert main([*evaluate, *alone]) == 2
+    assert "--coordinator: --num-processes and --process-id need" in capsys.readouterr().err
 
 
 def commands(folder, data, out, job_arguments):

@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import PIL.Image
 import pytest
@@ -9,11 +10,13 @@ from conftest import write_dicom
 
 from iba_jax import explain
 from iba_jax.attribute import IBAConfig
+from iba_jax.bundle import InputSpec, ModelBundle
 from iba_jax.cli import main
 from iba_jax.data import phantoms
 from iba_jax.data.preprocess import to_uint8
 from iba_jax.evaluation import load_stats
 from iba_jax.methods import MethodSettings
+from iba_jax.models import DenseNet, densenet_tiny
 from iba_jax.pretrained import load_pretrained, pretrained_dir
 from iba_jax.records import read_rows
 
@@ -156,3 +159,20 @@ def test_a_killed_run_resumes_and_the_list_has_every_input_once(files, tmp_path)
         if not r["error"]:
             record = json.loads((tmp_path / r["record"]).read_text())
             assert record["map_sum"] == pytest.approx(float(r["map_sum"]))
+
+
+def test_a_data_set_split_explained_for_an_rgb_model(tmp_path):
+    net = DenseNet(densenet_tiny(num_classes=4, in_channels=3))
+    bundle = ModelBundle(
+        net.config, net.init(jax.random.key(0), 64), phantoms.FINDINGS, InputSpec.named("none", 64)
+    )
+    gray = to_uint8(phantom(2).image)[::2, ::2, None]  # stored with one channel, 64 px
+    source = [{"image": gray}, {"image": np.zeros((32, 32, 1), np.uint8)}]
+    inputs = explain.dataset_inputs(source, "test", "cxr_phantoms/classification_64")
+    assert [i.name for i in inputs] == ["test_000000", "test_000001"]
+    result = explain.explain(inputs, bundle, {}, "gradients", "0", tmp_path, batch_size=2)
+    assert [p.name for p in result.written] == ["test_000000.Mass.gradients.json"]
+    assert result.failed[0][0] == "cxr_phantoms/classification_64:test[1]"
+    assert "expected a uint8 image of shape (64, 64, 3) or (64, 64, 1)" in result.failed[0][1]
+    attribution = np.load(tmp_path / "test_000000.Mass.gradients.npy")
+    assert attribution.shape == (64, 64) and np.ptp(attribution) > 0
