@@ -239,7 +239,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _explain(args: argparse.Namespace) -> int:
     if bool(args.images) == bool(args.dataset):
         raise ValueError(
-            "images: expected image files or --dataset (a data set split), not "
+            "images: expected image files or --dataset (a data set split); got "
             + ("both." if args.images else "neither.")
         )
     bundle = load_bundle(args.model)
