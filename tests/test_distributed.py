@@ -75,6 +75,10 @@ def test_a_model_of_another_image_size_is_refused(job, tmp_path, capsys):
     evaluate = ["evaluate", "--model", str(tmp_path / "large"), *data, "--out", str(tmp_path)]
     assert main([*evaluate, *alone]) == 2
     assert "--coordinator: --num-processes and --process-id need" in capsys.readouterr().err
+    assert main(["explain", "--model", str(tmp_path / "large"), "--out", str(tmp_path)]) == 2
+    assert "expected image files or --dataset (a data set split); got neither" in (
+        capsys.readouterr().err
+    )
 
 
 def commands(folder, data, out, job_arguments):
