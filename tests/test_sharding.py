@@ -15,9 +15,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 from test_methods import NET, QUICK, every_method, method_inputs
 
 from iba_jax import methods, sharding
+from iba_jax.attribute import iba
 
 EIGHT = jax.local_device_count() == 8
 eight_devices = pytest.mark.skipif(not EIGHT, reason="runs in the 8-device process")
@@ -92,6 +94,19 @@ def test_every_device_works_on_its_own_images(setting):
     )
     for collective in ("all-gather", "all-reduce", "all-to-all", "collective-permute"):
         assert collective not in text  # no communication between the devices
+
+
+@eight_devices
+def test_the_functional_api_follows_sharded_images(setting):
+    variables, _, stats = setting
+    images = jax.random.uniform(jax.random.key(4), (8, 64, 64, 1))
+    run = lambda x: iba(
+        NET, variables, stats["denseblock3"], x, 0, config=QUICK.iba, key=jax.random.key(5)
+    )[0]
+    spread = NamedSharding(sharding.local_mesh(), PartitionSpec(sharding.IMAGE_AXIS))
+    shared = run(jax.device_put(images, spread))  # XLA partitions the program by the data
+    assert shared.sharding.spec == PartitionSpec(sharding.IMAGE_AXIS)
+    np.testing.assert_allclose(shared, run(images), rtol=1e-4, atol=1e-6)
 
 
 def test_keys_and_meshes_are_checked():
