@@ -20,7 +20,7 @@ from iba_jax.stats import estimate_feature_stats
 
 # Fewer IBA steps and coarser insertion/deletion than the defaults: the same code, faster.
 QUICK = {
-    "settings": MethodSettings(iba=IBAConfig(steps=3, samples=2)),
+    "settings": MethodSettings(iba=IBAConfig(steps=3, samples=2, unroll=False)),
     "pixels_per_step": 128 * 128 // 10,
     "sensitivity_samples": 4,
 }
@@ -102,10 +102,12 @@ def test_rows_summary_and_a_crash_resumed(setting, tmp_path):
     keys = lambda table: [tuple(r[k] for k in evaluation.KEYS) for r in table]
     assert keys(resumed) == keys(expected)  # nothing lost or twice, in order
     for metric in set(evaluation.METRICS) - {"seconds"}:
+        # Float rounding of other batch sizes; Sensitivity-N's correlations over 4 subsets
+        # amplify it where they are near 0.
         np.testing.assert_allclose(
             [float(r[metric]) for r in resumed],
             [float(r[metric]) for r in expected],
-            atol=1e-4,  # float rounding of other batch sizes (correlations of 4 samples)
+            atol=1e-3 if metric in evaluation.SENSITIVITY_COLUMNS else 1e-4,
             err_msg=metric,
         )
     assert all(float(r["seconds"]) > 0 for r in resumed)
