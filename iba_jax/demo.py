@@ -31,7 +31,7 @@ from iba_jax.bundle import ModelBundle
 from iba_jax.data import phantoms
 from iba_jax.data.preprocess import to_uint8, unit_range
 from iba_jax.evaluation import CLASSIFICATION_METHODS, load_stats
-from iba_jax.methods import METHODS, MethodSettings, attribution_maps, needed_layers
+from iba_jax.methods import METHODS, MethodSettings, attribution_maps, needed_layers, target_key
 from iba_jax.metrics import faithfulness, localisation
 from iba_jax.pretrained import load_pretrained, pretrained_dir
 
@@ -99,9 +99,7 @@ def run_demo(
     targets = jnp.asarray([c.target for c in cases])
     truth = jnp.asarray(np.stack([c.truth for c in cases]))
     base = jax.random.key(seed)
-    keys = jnp.stack(
-        [jax.random.fold_in(jax.random.fold_in(base, c.index), c.target) for c in cases]
-    )
+    keys = jnp.stack([target_key(base, c.index, c.target) for c in cases])
     score = faithfulness.target_score(model, variables, targets)
     probabilities = np.asarray(model.head_outputs(model.apply(variables, x)))
     results: dict[str, dict[str, Any]] = {}

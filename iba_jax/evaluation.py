@@ -45,9 +45,10 @@ from iba_jax import checks, distributed, report_plots
 from iba_jax.bundle import ModelBundle, bundle_checksum, load_feature_stats, stats_layers
 from iba_jax.data.brixia import DETECTOR_LABELS, detector_zones
 from iba_jax.data.preprocess import unit_range
-from iba_jax.methods import METHODS, MethodSettings, attribution_maps
+from iba_jax.methods import METHODS, MethodSettings, attribution_maps, target_key
 from iba_jax.metrics import correlation, faithfulness, localisation
 from iba_jax.records import append_row, read_rows, write_rows
+from iba_jax.sharding import pad_images
 from iba_jax.stats import FeatureStats
 
 # Sensitivity-N's subset sizes, as fractions of the pixels (log-spaced, 1 % to 80 %).
@@ -322,11 +323,6 @@ def evaluate(
     return path
 
 
-def _case_key(base_key: jax.Array, case: Case) -> jax.Array:
-    """The noise key of a case: a function of its image and target only."""
-    return jax.random.fold_in(jax.random.fold_in(base_key, case.index), case.target)
-
-
 def _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh) -> None:
     """Maps for the ``pending`` cases, ``cases_per_call`` at a time per method (the last call
     padded, so every call has the same shapes), then one row per case in the given order."""
@@ -336,17 +332,24 @@ def _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh) -> No
         mine = [i for i, p in enumerate(pending) if p.method == method]
         for start in range(0, len(mine), config.cases_per_call):
             chunk = mine[start : start + config.cases_per_call]
-            padded = chunk + chunk[-1:] * (config.cases_per_call - len(chunk))
+            cases = [pending[i].case for i in chunk]
             began = time.perf_counter()
-            labels = [pending[i].case.label for i in padded]
+            per_case = (
+                jnp.concatenate([pending[i].x for i in chunk]),
+                jnp.asarray([c.target for c in cases]),
+                jnp.stack([target_key(base_key, c.index, c.target) for c in cases]),
+                jnp.asarray([c.label for c in cases], jnp.float32),
+            )
+            # Padded to cases_per_call with the last case: every call has the same shapes.
+            x, targets, keys, labels = pad_images(per_case, config.cases_per_call)
             chunk_maps = attribution_maps(
                 method,
                 bundle.model,
                 bundle.variables,
                 stats,
-                jnp.concatenate([pending[i].x for i in padded]),
-                jnp.asarray([pending[i].case.target for i in padded]),
-                key=jnp.stack([_case_key(base_key, pending[i].case) for i in padded]),
+                x,
+                targets,
+                key=keys,
                 settings=config.settings,
                 labels=None if np.isnan(labels).any() else labels,
                 mesh=mesh,
@@ -357,7 +360,8 @@ def _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh) -> No
     for i, (case, method, x) in enumerate(pending):
         began = time.perf_counter()
         targets = jnp.asarray([case.target])
-        scores = _scores(bundle, x, targets, maps[i], case, config, _case_key(base_key, case))
+        key = target_key(base_key, case.index, case.target)
+        scores = _scores(bundle, x, targets, maps[i], case, config, key)
         row = {
             "model": model_name,
             "index": case.index,

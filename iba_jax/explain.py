@@ -27,8 +27,9 @@ from jax.sharding import Mesh
 from iba_jax import distributed, report_plots
 from iba_jax.bundle import ModelBundle
 from iba_jax.data.preprocess import UnreadableImageError, read_image, square, to_uint8, unit_range
-from iba_jax.methods import METHODS, MethodSettings, attribution_maps
+from iba_jax.methods import METHODS, MethodSettings, attribution_maps, target_key
 from iba_jax.records import append_row
+from iba_jax.sharding import pad_images
 from iba_jax.stats import FeatureStats
 
 # Short names of the command line -> the methods' names.
@@ -176,7 +177,7 @@ def explain(
     unit, the total bits through the bottleneck for the IBA family, the method's settings, the
     seed and the versions). ``explanations.csv`` lists every map and every input that failed,
     one row each, on disk as soon as it is done: run again after a kill and finished maps are
-    skipped. The noise of input i's target t is drawn under ``fold_in(fold_in(key(seed), i),
+    skipped. The noise of input i's target t is drawn under ``methods.target_key(key(seed), i,
     t)``, whatever the batching and the devices (``mesh``: split each batch across them).
 
     In a job of several processes (``jax.distributed``), each process explains its share of
@@ -226,17 +227,20 @@ def explain(
                     pairs.append((row, i, t, how))
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
-            padded = chunk + chunk[-1:] * (batch_size - len(chunk))  # one shape: one compile
-            keys = jnp.stack(
-                [jax.random.fold_in(jax.random.fold_in(base_key, i), t) for _, i, t, _ in padded]
+            per_pair = (
+                x[jnp.asarray([row for row, *_ in chunk])],
+                jnp.asarray([t for _, _, t, _ in chunk]),
+                jnp.stack([target_key(base_key, i, t) for _, i, t, _ in chunk]),
             )
+            # Padded to batch_size with the last pair: one shape, one compilation.
+            images, targets, keys = pad_images(per_pair, batch_size)
             maps = attribution_maps(
                 method,
                 model,
                 variables,
                 stats,
-                x[jnp.asarray([row for row, *_ in padded])],
-                jnp.asarray([t for _, _, t, _ in padded]),
+                images,
+                targets,
                 key=keys,
                 settings=settings,
                 mesh=mesh,

@@ -21,7 +21,6 @@ are 0.49, 0.24 and 0.05 GB of these; the rest is the backward's temporaries and 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -95,7 +94,7 @@ def _compiled_bytes(model, layers, image_size, config, images: int, device) -> i
         beta=shape((), jnp.float32),
         model=model,
         layers=tuple(layers),
-        config=static_config(config),
+        config=config,
         model_loss=target_bce,
         inverse=False,
         injected=False,
@@ -138,7 +137,7 @@ def iba_memory(
       A :class:`MemoryEstimate`; two compilations on first use, then cached.
     """
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
-    config = dataclasses.replace(config or IBAConfig(), images_per_call=None, beta=0.0)
+    config = static_config(config or IBAConfig())  # β and chunking do not change the program
     device = device or jax.local_devices()[0]
     return _estimate(model, layers, _image_shape(image_size), config, device)
 

@@ -127,6 +127,12 @@ METHODS: dict[str, Method] = {
 }
 
 
+def target_key(seed_key: jax.Array, image_index: int, target: int) -> jax.Array:
+    """The noise key of image ``image_index``'s ``target`` under ``seed_key``: one derivation
+    for evaluate, explain and the demo, so an explanation is the same whatever the batching."""
+    return jax.random.fold_in(jax.random.fold_in(seed_key, image_index), target)
+
+
 def needed_layers(methods: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """The layers whose feature statistics the methods need."""
     return tuple(sorted({layer for m in methods for layer in METHODS[m].layers}))
