@@ -29,6 +29,13 @@ jax.config.update(
 DATA = Path(__file__).parent / "data"
 
 
+def with_devices(count: int) -> dict[str, str]:
+    """This process's environment for a child process with ``count`` CPU devices; XLA flags
+    already set (e.g. ones that change the kernels, to probe the tolerances) are kept."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
+    return {**os.environ, "XLA_FLAGS": flags.strip()}
+
+
 def load_fixture(name: str) -> dict[str, np.ndarray]:
     """Every array of a tests/data archive, read eagerly."""
     with np.load(DATA / name) as archive:

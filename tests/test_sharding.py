@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import with_devices
 from jax.sharding import NamedSharding, PartitionSpec
 from test_methods import NET, QUICK, every_method, method_inputs
 
@@ -33,8 +34,7 @@ def test_in_a_process_with_eight_devices(tmp_path):
     single = {name: np.asarray(every_method(name, setting)) for name in methods.METHODS}
     np.savez(tmp_path / "single.npz", **single)
     env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        **with_devices(8),
         SINGLE_DEVICE_MAPS: str(tmp_path / "single.npz"),
     }
     command = [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:xdist"]

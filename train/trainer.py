@@ -156,13 +156,29 @@ def loss_of_outputs(
     return losses.bce(logits, targets)
 
 
-def make_train_step(
+def training_inputs(cfg: TrainConfig, images_u8: jax.Array, key: jax.Array) -> jax.Array:
+    """Stored uint8 images -> the network's inputs for one step: in [0, 1], augmented (one random
+    affine map per image, drawn from ``key``) when ``cfg.augment``, then normalised."""
+    x = model_inputs(cfg, images_u8)
+    if cfg.augment:
+        x = augment.random_affine(
+            key,
+            x,
+            crop_scale=cfg.crop_scale,
+            rotate_degrees=cfg.rotate_degrees,
+            translate=cfg.translate,
+        )
+    return _normalized(cfg, x)
+
+
+def make_loss_and_grads(
     cfg: TrainConfig,
     model: DenseNet,
-    optimizer: optax.GradientTransformation,
     pos_weight: np.ndarray | None,
     frozen: tuple[str, ...],
-) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
+) -> Callable[[Any, Any, jax.Array, jax.Array], tuple[tuple[jax.Array, Any], Any]]:
+    """``(params, batch_stats, inputs, targets) -> ((loss, new_batch_stats), grads)``: the
+    training-mode forward pass (batch statistics) and the gradient of the batch's mean loss."""
     compute_dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
     frozen_until = frozen[-1] if frozen else None
     weight = None if pos_weight is None else jnp.asarray(pos_weight)
@@ -174,24 +190,34 @@ def make_train_step(
         loss = loss_of_outputs(cfg, model, logits.astype(jnp.float32), targets, weight)
         return loss, new_stats
 
+    return jax.value_and_grad(loss_fn, has_aux=True)
+
+
+def apply_gradients(
+    optimizer: optax.GradientTransformation, state: TrainState, grads: Any, new_stats: Any
+) -> TrainState:
+    """The next training state: one optimiser update and the new BatchNorm statistics."""
+    new_stats = jax.tree.map(lambda a, b: a.astype(b.dtype), new_stats, state.batch_stats)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(state.step + 1, params, new_stats, opt_state)
+
+
+def make_train_step(
+    cfg: TrainConfig,
+    model: DenseNet,
+    optimizer: optax.GradientTransformation,
+    pos_weight: np.ndarray | None,
+    frozen: tuple[str, ...],
+) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
+    """``(state, images_u8, targets, key) -> (next state, loss)``: ``training_inputs``,
+    ``make_loss_and_grads`` and ``apply_gradients`` in one function (jit it)."""
+    loss_and_grads = make_loss_and_grads(cfg, model, pos_weight, frozen)
+
     def step(state: TrainState, images_u8, targets, key):
-        x = model_inputs(cfg, images_u8)
-        if cfg.augment:
-            x = augment.random_affine(
-                key,
-                x,
-                crop_scale=cfg.crop_scale,
-                rotate_degrees=cfg.rotate_degrees,
-                translate=cfg.translate,
-            )
-        x = _normalized(cfg, x)
-        (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, x, targets
-        )
-        new_stats = jax.tree.map(lambda a, b: a.astype(b.dtype), new_stats, state.batch_stats)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, new_stats, opt_state), loss
+        x = training_inputs(cfg, images_u8, key)
+        (loss, new_stats), grads = loss_and_grads(state.params, state.batch_stats, x, targets)
+        return apply_gradients(optimizer, state, grads, new_stats), loss
 
     return step
 
