@@ -386,16 +386,18 @@ def _configs() -> list[PhantomConfig]:
                     description=f"{task}, {size} px",
                 )
             )
-        configs.append(
-            PhantomConfig(
-                name=f"{task}_64_mini",
-                task=task,
-                num_train=32,
-                num_validation=8,
-                num_test=8,
-                description=f"{task}, 64 px, 48 images (tests)",
+        for size in (64, 128):  # 128 px: the shipped models' size
+            configs.append(
+                PhantomConfig(
+                    name=f"{task}_{size}_mini",
+                    task=task,
+                    image_size=size,
+                    num_train=32,
+                    num_validation=8,
+                    num_test=8,
+                    description=f"{task}, {size} px, 48 images (tests and notebooks)",
+                )
             )
-        )
     return configs
 
 
