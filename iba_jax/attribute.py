@@ -784,7 +784,7 @@ def multilayer_iba(
       >>> data = jax.random.normal(jax.random.key(1), (16, 64, 64, 3))
       >>> layers = ("denseblock1", "denseblock2", "denseblock3")
       >>> stats = estimate_feature_stats(net, variables, [data], layers)
-      >>> quick = IBAConfig(steps=3, samples=2)
+      >>> quick = IBAConfig(steps=3, samples=2, unroll=False)  # fast to compile
       >>> result = multilayer_iba(net, variables, stats, data[:2], 0, config=quick,
       ...                         key=jax.random.key(2))
       >>> result.map.shape, result.mask.dtype

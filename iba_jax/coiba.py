@@ -170,13 +170,16 @@ def coiba(
     Example:
       >>> import jax
       >>> from iba_jax.models import DenseNet, densenet_tiny
+      >>> from iba_jax.attribute import IBAConfig
       >>> from iba_jax.stats import estimate_feature_stats
       >>> net = DenseNet(densenet_tiny())
       >>> variables = net.init(jax.random.key(0), 64)
       >>> data = jax.random.normal(jax.random.key(1), (16, 64, 64, 3))
       >>> layers = ("denseblock1", "denseblock2", "denseblock3")
       >>> stats = estimate_feature_stats(net, variables, [data], layers)
-      >>> maps, aux = coiba(net, variables, stats, data[:2], 0, key=jax.random.key(2))
+      >>> quick = IBAConfig(steps=3, samples=2, unroll=False)  # fast to compile
+      >>> maps, aux = coiba(net, variables, stats, data[:2], 0, config=quick,
+      ...                   key=jax.random.key(2))
       >>> maps.shape, aux.lam.shape
       ((2, 64, 64), (2, 16, 16, 1))
     """
