@@ -33,6 +33,7 @@ from iba_jax.data.preprocess import to_uint8, unit_range
 from iba_jax.evaluation import CLASSIFICATION_METHODS, load_stats
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps, needed_layers, target_key
 from iba_jax.metrics import faithfulness, localisation
+from iba_jax.models import predict
 from iba_jax.pretrained import load_pretrained, pretrained_dir
 
 # The evaluation's classification methods, less the random map (a control, not an explanation).
@@ -101,7 +102,7 @@ def run_demo(
     base = jax.random.key(seed)
     keys = jnp.stack([target_key(base, c.index, c.target) for c in cases])
     score = faithfulness.target_score(model, variables, targets)
-    probabilities = np.asarray(model.head_outputs(model.apply(variables, x)))
+    probabilities = np.asarray(predict(model, variables, x))
     results: dict[str, dict[str, Any]] = {}
     for method in progress(iter(methods)):
         began = time.perf_counter()

@@ -28,6 +28,7 @@ from iba_jax import distributed, report_plots
 from iba_jax.bundle import ModelBundle
 from iba_jax.data.preprocess import UnreadableImageError, read_image, square, to_uint8, unit_range
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps, target_key
+from iba_jax.models import predict
 from iba_jax.records import append_row
 from iba_jax.sharding import pad_images
 from iba_jax.stats import FeatureStats
@@ -193,7 +194,6 @@ def explain(
     failed_before = {int(row["position"]) for row in earlier if row["error"]}
     mine = [i for i in distributed.process_share(len(inputs)) if i not in failed_before]
     model, variables = bundle.model, bundle.variables
-    forward = jax.jit(lambda v, x: model.head_outputs(model.apply(v, x)))
     base_key = jax.random.key(seed)
     result = ExplainResult()
     versions = _versions()
@@ -217,7 +217,7 @@ def explain(
         if not readable:
             continue
         x = bundle.input_spec.normalize(unit_range(np.stack(pixels), bundle.config.in_channels))
-        outputs = np.asarray(forward(variables, x))
+        outputs = np.asarray(predict(model, variables, x))
         pairs = []
         for row, i in enumerate(readable):
             for t, how in choose_targets(bundle, outputs[row], target):

@@ -15,6 +15,7 @@ from iba_jax.models import (
     densenet169,
     densenet201,
     densenet_tiny,
+    predict,
 )
 from iba_jax.models.torch_import import variables_from_state_dict
 
@@ -201,3 +202,12 @@ def test_run_between_chains_to_the_full_forward(tiny_variables, images):
     np.testing.assert_allclose(h3, TINY.encode(tiny_variables, images, "denseblock3"), atol=1e-5)
     with pytest.raises(ValueError, match="stop: expected a layer after 'denseblock3'"):
         TINY.run_between(tiny_variables, h3, "denseblock3", "denseblock1")
+
+
+def test_predict_is_the_compiled_head_outputs(tiny_variables, images):
+    net = DenseNet(densenet_tiny(head="sigmoid"))
+    expected = net.head_outputs(net.apply(tiny_variables, images))
+    np.testing.assert_allclose(predict(net, tiny_variables, images), expected, rtol=1e-6)
+    size = predict._cache_size()
+    predict(net, tiny_variables, images + 1.0)
+    assert predict._cache_size() == size  # one program per model and shape

@@ -9,6 +9,7 @@ from iba_jax.models.densenet import (
     densenet169,
     densenet201,
     densenet_tiny,
+    predict,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "densenet169",
     "densenet201",
     "densenet_tiny",
+    "predict",
 ]

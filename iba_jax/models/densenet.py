@@ -35,6 +35,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -406,3 +407,15 @@ class DenseNet:
         checks.check_image_batch(
             "x", x, channels=self.config.in_channels, min_size=self.config.min_image_size
         )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def predict(model: DenseNet, variables: Variables, images: jax.Array) -> jax.Array:
+    """The model's outputs (its head on the logits) for ``images``, as one program compiled
+    once per model and input shape: called eagerly, ``model.apply`` compiles each of the
+    forward pass's hundreds of operations on its own (about 0.04 s each on a CPU).
+
+    ``DenseNet.apply`` itself stays uncompiled, so that method interception (LRP's rules) sees
+    every call.
+    """
+    return model.head_outputs(model.apply(variables, images))
