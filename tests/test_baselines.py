@@ -1,5 +1,7 @@
 """Gradients, Integrated Gradients and Grad-CAM: against the PAIR saliency package and axioms."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,18 +24,31 @@ def images():
     return jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
 
 
+def _target_logit(logits, target):
+    return logits[:, target].sum()
+
+
+@jax.jit
+def _input_gradients(variables, x, target):
+    return jax.grad(lambda x: _target_logit(NET.apply(variables, x), target))(x)
+
+
+@functools.partial(jax.jit, static_argnames="layer")
+def _layer_values_and_gradients(variables, x, target, layer):
+    h = NET.encode(variables, x, layer)
+    return h, jax.grad(lambda h: _target_logit(NET.decode(variables, h, layer), target))(h)
+
+
 def call_model(variables, target, layer="norm5"):
-    """saliency's interface to our model: numpy in, numpy gradients out."""
+    """saliency's interface to our model: numpy in, numpy gradients out (compiled: saliency
+    calls it once per step)."""
 
     def call(x, call_model_args=None, expected_keys=None):
         x = jnp.asarray(x, jnp.float32)
-        targets = jnp.full((x.shape[0],), target)
-        logit = lambda logits: jnp.take_along_axis(logits, targets[:, None], 1).sum()
         if saliency.base.INPUT_OUTPUT_GRADIENTS in expected_keys:
-            grads = jax.grad(lambda x: logit(NET.apply(variables, x)))(x)
+            grads = _input_gradients(variables, x, target)
             return {saliency.base.INPUT_OUTPUT_GRADIENTS: np.asarray(grads)}
-        h = NET.encode(variables, x, layer)
-        grads = jax.grad(lambda h: logit(NET.decode(variables, h, layer)))(h)
+        h, grads = _layer_values_and_gradients(variables, x, target, layer)
         return {
             saliency.base.CONVOLUTION_LAYER_VALUES: np.asarray(h),
             saliency.base.CONVOLUTION_OUTPUT_GRADIENTS: np.asarray(grads),
@@ -52,7 +67,7 @@ def test_gradients_equal_saliency_and_finite_differences(variables, images):
     # Forward mode agrees (finite differences would straddle the ReLU and max-pool kinks).
     direction = jax.random.normal(jax.random.key(2), images.shape)
     logits = lambda x: NET.apply(variables, x)[jnp.arange(2), jnp.array([1, 2])]
-    _, forward = jax.jvp(logits, (images,), (direction,))
+    _, forward = jax.jit(lambda x, d: jax.jvp(logits, (x,), (d,)))(images, direction)
     np.testing.assert_allclose((ours * direction).sum(axis=(1, 2, 3)), forward, rtol=1e-4)
 
 
