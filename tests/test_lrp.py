@@ -11,6 +11,7 @@ from iba_jax import baselines, lrp
 from iba_jax.models import DenseNet, densenet_tiny
 
 NET = DenseNet(densenet_tiny())
+LOGITS = jax.jit(NET.apply)  # eagerly, each of the network's operations would compile
 
 
 def randomised(variables, *, biases: bool, negative_scales: bool, seed: int = 0):
@@ -44,7 +45,7 @@ def images():
 
 
 def target_logits(variables, images, targets):
-    return NET.apply(variables, images)[jnp.arange(len(targets)), jnp.asarray(targets)]
+    return LOGITS(variables, images)[jnp.arange(len(targets)), jnp.asarray(targets)]
 
 
 @pytest.mark.parametrize(("rule", "negative_scales"), [("epsilon", True), ("alpha1beta0", False)])
@@ -73,7 +74,7 @@ def test_epsilon_rule_at_zero_is_gradient_times_input(variables, images):
 
 def test_alpha1beta0_is_non_negative_for_a_positive_logit(variables, images):
     v = randomised(variables, biases=True, negative_scales=True)
-    logits = NET.apply(v, images)
+    logits = LOGITS(v, images)
     targets = jnp.argmax(logits, axis=1)
     assert np.all(logits.max(axis=1) > 0)
     relevance = lrp.lrp(NET, v, images, targets)
