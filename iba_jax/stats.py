@@ -11,6 +11,7 @@ Chan, Golub and LeVeque (1979), so the result does not depend on how the data se
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -54,6 +55,16 @@ def batch_moments(features: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]
     mean = mean[0]
     nonzero = jnp.sum(features != 0, axis=0)
     return mean, m2, nonzero
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _reduce_batch(
+    model: DenseNet, names: tuple[str, ...], variables: Variables, images: jax.Array
+) -> dict[str, tuple]:
+    """One batch's moments for each layer in ``names``, from one forward pass (compiled once per
+    model, layers and batch shape, across calls)."""
+    features = model.encode(variables, images, names)
+    return {name: batch_moments(features[name]) for name in names}
 
 
 def merge_moments(a: Moments | None, b: Moments) -> Moments:
@@ -135,11 +146,6 @@ def estimate_feature_stats(
     if max_samples is not None:
         checks.check_positive_int("max_samples", max_samples)
 
-    @jax.jit
-    def reduce_batch(variables: Variables, images: jax.Array) -> dict[str, tuple]:
-        features = model.encode(variables, images, names)
-        return {name: batch_moments(features[name]) for name in names}
-
     moments: dict[str, Moments | None] = dict.fromkeys(names)
     seen = 0
     for batch in batches:
@@ -149,7 +155,7 @@ def estimate_feature_stats(
         n = int(np.shape(images)[0])
         if n == 0:
             break
-        reduced = jax.device_get(reduce_batch(variables, images))
+        reduced = jax.device_get(_reduce_batch(model, names, variables, images))
         for name, (mean, m2, nonzero) in reduced.items():
             batch_stats = Moments(n, mean.astype(np.float64), m2.astype(np.float64), nonzero)
             moments[name] = merge_moments(moments[name], batch_stats)

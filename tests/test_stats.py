@@ -7,6 +7,7 @@ from conftest import channels_last
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iba_jax import stats as stats_module
 from iba_jax.bundle import (
     CorruptBundleError,
     ModelBundle,
@@ -113,3 +114,12 @@ def test_stats_are_stored_in_the_bundle(tmp_path, tiny_model, est_inputs):
     data.write_bytes(bytes(raw))
     with pytest.raises(CorruptBundleError, match="statistics"):
         load_feature_stats(tmp_path / "m", "denseblock3")
+
+
+def test_a_second_estimate_of_the_same_shapes_does_not_recompile(tiny_model, est_inputs):
+    net, variables = tiny_model
+    first = estimate_feature_stats(net, variables, [est_inputs[:8]], "denseblock2")
+    size = stats_module._reduce_batch._cache_size()
+    again = estimate_feature_stats(net, variables, [est_inputs[8:16]], "denseblock2")
+    assert stats_module._reduce_batch._cache_size() == size
+    assert not np.array_equal(first.mean, again.mean)
