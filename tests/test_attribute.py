@@ -382,7 +382,7 @@ def test_dead_channels_give_finite_maps(tiny_model, stats, images):
 def test_chunks_of_images_equal_one_call(tiny_model, stats, images):
     net, variables = tiny_model
     key = jax.random.key(12)
-    whole, aux = iba(net, variables, stats["denseblock3"], images, 1, key=key)
+    whole, aux = iba(net, variables, stats["denseblock3"], images, 1, config=ROLLED, key=key)
     chunked, chunked_aux = iba(
         net,
         variables,
