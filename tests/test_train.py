@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import DATA, with_devices
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from iba_jax.bundle import load_bundle
 from train import augment, data, losses
@@ -25,11 +24,14 @@ from train.trainer import (
     CorruptCheckpointError,
     apply_gradients,
     build_model,
+    data_parallel_shardings,
+    init_key,
     initial_state,
     initial_variables,
     make_loss_and_grads,
     make_optimizer,
     make_train_step,
+    step_key,
     train,
     training_inputs,
 )
@@ -40,8 +42,8 @@ CONFIGS = sorted((ROOT / "train" / "configs").glob("[!_]*.py"))  # not __init__.
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    if ONE_DEVICE_RUN in os.environ:  # the 4-device process: the main run's, already built
-        return Path(json.loads(os.environ[ONE_DEVICE_RUN])["data_dir"])
+    if HANDED_OVER:  # the 4-device process: the main run's, already built
+        return Path(HANDED_OVER["data_dir"])
     return tmp_path_factory.mktemp("tfds")
 
 
@@ -245,6 +247,7 @@ def test_config_options_and_refusals():
 FOUR = jax.local_device_count() == 4
 four_devices = pytest.mark.skipif(not FOUR, reason="runs in the 4-device process")
 ONE_DEVICE_RUN = "IBA_JAX_TEST_ONE_DEVICE_RUN"  # JSON: the main run's data_dir and workdir
+HANDED_OVER = json.loads(os.environ.get(ONE_DEVICE_RUN, "{}"))
 ORDERS = 8  # random orders of the batch: one-device runs measuring the reordering envelope
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -278,13 +281,11 @@ class _AsTrainRuns(NamedTuple):
 
 @pytest.fixture(scope="module")
 def as_train_runs(smoke):
-    handed = json.loads(os.environ[ONE_DEVICE_RUN])
-    cfg = smoke.replace(data_dir=handed["data_dir"])
+    cfg = smoke  # its data_dir is the main run's (the data_dir fixture)
     model = build_model(cfg)
     split = data.open_split(cfg, cfg.train_split)
     total = data.steps_per_epoch(len(split), cfg.batch_size) * cfg.epochs
-    base_key = jax.random.key(cfg.seed)
-    variables = initial_variables(cfg, model, jax.random.fold_in(base_key, 0))
+    variables = initial_variables(cfg, model, init_key(cfg))
     optimizer = make_optimizer(cfg, total, variables["params"], ())
     loss_and_grads = make_loss_and_grads(cfg, model, None, ())
     batches = [
@@ -298,11 +299,10 @@ def as_train_runs(smoke):
         (_, new_stats), grads = loss_and_grads(state.params, state.batch_stats, x, targets)
         return apply_gradients(optimizer, state, grads, new_stats), grads
 
-    step_key = jax.random.fold_in(base_key, 1)
     return _AsTrainRuns(
         initial_state(variables, optimizer),
         batches,
-        [jax.random.fold_in(step_key, i) for i in range(len(batches))],
+        [step_key(cfg, i) for i in range(len(batches))],
         jax.jit(lambda images, key: training_inputs(cfg, images, key)),
         update,
     )
@@ -320,12 +320,8 @@ def _relative_distance(a, b) -> float:
 
 
 def _placed(devices, state, x, targets):
-    """The state replicated and the batch split over ``devices``, as train() places them."""
-    mesh = Mesh(np.array(devices), ("data",))
-    replicated, split = (
-        NamedSharding(mesh, PartitionSpec()),
-        NamedSharding(mesh, PartitionSpec("data")),
-    )
+    """The state and the batch on ``devices``, as train() places them."""
+    replicated, split = data_parallel_shardings(devices)
     return jax.device_put(state, replicated), jax.device_put((x, targets), split)
 
 
@@ -355,10 +351,14 @@ def test_first_step_on_four_devices_is_one_device_to_rounding(smoke, as_train_ru
     # leaf that no order changed); the whole gradient within twice the reordering's distance.
     # Measured (AMD EPYC): 4 devices 1.48e-6 relative, reorderings 1.46e-6 to 1.80e-6; the
     # largest per-leaf ratio to the allowance 0.62.
-    for path, one in jax.tree_util.tree_leaves_with_path(grads_one):
-        spread = max(np.abs(_leaf_at(g, path) - one).max() for g in reordered)
+    leaves = lambda tree: jax.tree_util.tree_leaves(tree)  # all trees share one structure
+    per_order = zip(*map(leaves, reordered), strict=True)
+    for (path, one), four, others in zip(
+        jax.tree_util.tree_leaves_with_path(grads_one), leaves(grads_four), per_order, strict=True
+    ):
+        spread = max(np.abs(g - one).max() for g in others)
         allowed = 2 * spread + EPS32 * np.abs(one).max()
-        assert np.abs(_leaf_at(grads_four, path) - one).max() <= allowed, path
+        assert np.abs(four - one).max() <= allowed, path
     spread = max(_relative_distance(g, grads_one) for g in reordered)
     assert 0 < spread < 1e-4  # float32 rounding of sums over 8 x 64 x 64 terms, not more
     assert _relative_distance(grads_four, grads_one) <= 2 * spread
@@ -367,27 +367,25 @@ def test_first_step_on_four_devices_is_one_device_to_rounding(smoke, as_train_ru
     # rounding of g, so the new parameters agree to their own rounding (one ulp each side);
     # where |g| is smaller, rounding of g can move the update anywhere in [-lr, lr].
     lr = smoke.learning_rate
-    for path, one in jax.tree_util.tree_leaves_with_path(new_one.params):
-        gap = np.abs(_leaf_at(new_four.params, path) - one)
-        decided = np.abs(_leaf_at(grads_one, path)) > 1e-5
+    for (path, one), four, g in zip(
+        jax.tree_util.tree_leaves_with_path(new_one.params),
+        leaves(new_four.params),
+        leaves(grads_one),
+        strict=True,
+    ):
+        gap = np.abs(four - one)
+        decided = np.abs(g) > 1e-5
         rounding = 2 * np.spacing(np.abs(one)) + 8 * EPS32 * lr
         assert np.all(gap[decided] <= rounding[decided]), path
         assert np.all(gap <= 2 * lr * (1 + 8 * EPS32)), path
 
 
-def _leaf_at(tree, path):
-    for entry in path:
-        tree = tree[entry.key]
-    return tree
-
-
 @four_devices
 def test_four_devices_train_a_model_that_reordering_reaches(smoke, as_train_runs, tmp_path):
     runs = as_train_runs
-    handed = json.loads(os.environ[ONE_DEVICE_RUN])
-    train(smoke.replace(data_dir=handed["data_dir"]), tmp_path, progress=False)  # 4 devices
+    train(smoke, tmp_path, progress=False)  # on the four local devices
     four = params_of(tmp_path)
-    one = params_of(Path(handed["workdir"]))  # the main run's, on its single device
+    one = params_of(Path(HANDED_OVER["workdir"]))  # the main run's, on its single device
     xs = [
         runs.inputs(images, key) for (images, _), key in zip(runs.batches, runs.keys, strict=True)
     ]

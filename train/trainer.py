@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -203,6 +203,24 @@ def apply_gradients(
     return TrainState(state.step + 1, params, new_stats, opt_state)
 
 
+def init_key(cfg: TrainConfig) -> jax.Array:
+    """The key of the model's initialisation."""
+    return jax.random.fold_in(jax.random.key(cfg.seed), 0)
+
+
+def step_key(cfg: TrainConfig, step: int) -> jax.Array:
+    """The key of training step ``step`` (its augmentation): a function of the seed and the
+    step alone, so a resumed run draws what the uninterrupted one drew."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), 1), step)
+
+
+def data_parallel_shardings(devices: Sequence[jax.Device]) -> tuple[NamedSharding, NamedSharding]:
+    """How a step is placed on ``devices``: the training state replicated, each batch split
+    along its first axis."""
+    mesh = Mesh(np.array(devices), ("data",))
+    return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+
+
 def make_train_step(
     cfg: TrainConfig,
     model: DenseNet,
@@ -367,12 +385,10 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
             f"batch_size: expected a multiple of the {len(devices)} local devices; "
             f"got {cfg.batch_size}."
         )
-    mesh = Mesh(np.array(devices), ("data",))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    place = functools.partial(jax.device_put, device=NamedSharding(mesh, PartitionSpec("data")))
+    replicated, split = data_parallel_shardings(devices)
+    place = functools.partial(jax.device_put, device=split)
 
-    base_key = jax.random.key(cfg.seed)
-    variables = initial_variables(cfg, model, jax.random.fold_in(base_key, 0))
+    variables = initial_variables(cfg, model, init_key(cfg))
     frozen = frozen_stages(model, cfg.freeze_until)
     optimizer = make_optimizer(cfg, total_steps, variables["params"], frozen)
     state = initial_state(variables, optimizer)
@@ -396,7 +412,6 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
 
     step_fn = jax.jit(make_train_step(cfg, model, optimizer, pos_weight, frozen), donate_argnums=0)
     predict = jax.jit(make_predict(cfg, model))
-    step_key = jax.random.fold_in(base_key, 1)
     meta = {"config": _comparable(cfg)}
     step = last_saved = int(state.step)
     epoch_losses: list[jax.Array] = []
@@ -448,9 +463,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, progress: bool = True) -> di
             disable=not progress,
             leave=False,
         ):
-            state, loss = step_fn(
-                state, place(images), place(targets), jax.random.fold_in(step_key, step)
-            )
+            state, loss = step_fn(state, place(images), place(targets), step_key(cfg, step))
             step, steps_run = step + 1, steps_run + 1
             epoch_losses.append(loss)
             stopping = step == cfg.stop_after_steps
