@@ -27,14 +27,14 @@ import numpy as np
 from iba_jax import checks
 from iba_jax.baselines import blurred
 from iba_jax.metrics.ordering import pixel_ranks
-from iba_jax.models.densenet import DenseNet, Variables
+from iba_jax.models.densenet import DenseNet, Variables, predict
 
 ScoreFn = Callable[[jax.Array, int], jax.Array]  # (copies of image i, i) -> scores
 
 
 @functools.partial(jax.jit, static_argnames="model")
 def _head_output_at(model: DenseNet, variables: Variables, images: jax.Array, target: jax.Array):
-    outputs = model.head_outputs(model.apply(variables, images))
+    outputs = predict(model, variables, images)
     return jnp.take_along_axis(outputs, target[:, None], axis=1)[:, 0]
 
 
