@@ -51,6 +51,7 @@ from iba_jax.objectives import (
     Negated,
     RegressionMaximisation,
     SquaredError,
+    check_output_index,
     objective,
     softmax_cross_entropy,
     target_bce,
@@ -182,6 +183,8 @@ def optimise_alpha(
     )
     lam = damping(alpha, config.sigma)
     cap = last_cap if config.readout == "last" else capacity(r, lam) * active
+    # A map of an objective that was not finite at some step is not a map: NaN, never silent.
+    cap = jnp.where(jnp.all(jnp.isfinite(totals)), cap, jnp.nan)
     aux = AttributionAux(
         totals, model_terms, informations, alpha, lam, cap if config.return_capacity else None
     )
@@ -353,6 +356,25 @@ def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def check_losses(layer: str, aux: AttributionAux) -> None:
+    """Raises, naming the first image and step, when the optimisation's loss was NaN or
+    infinite: the gradient of a NaN model term can still be finite (an index past the outputs
+    reads NaN but passes no gradient), so α moves by the information term alone and the map
+    looks plausible. Traced (under a caller's ``jit``), the maps are NaN instead
+    (``optimise_alpha``)."""
+    if not _is_concrete(aux.loss):
+        return
+    finite = np.isfinite(np.asarray(aux.model_loss)) & np.isfinite(np.asarray(aux.loss))
+    if not finite.all():
+        image, step = np.argwhere(~finite)[0]
+        value = np.asarray(aux.model_loss)[image, step]
+        raise FloatingPointError(
+            f"model_loss: expected a finite loss; got {value} at step {step} of image {image} "
+            f"(bottleneck at {layer!r}). Check the objective: are its class indices within the "
+            "model's outputs, and is it bounded below?"
+        )
+
+
 def _check_finite(name: str, x: Any) -> None:
     if _is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(np.asarray(x))))
@@ -370,27 +392,37 @@ def _batch_targets(targets: Any, batch: int, dtype: Any) -> jax.Array:
     return targets
 
 
-def _check_class_targets(targets: jax.Array, num_classes: int) -> None:
-    if targets.ndim != 1 or not jnp.issubdtype(targets.dtype, jnp.integer):
+def _check_class_targets(given: Any, targets: jax.Array, num_classes: int) -> None:
+    """``targets`` (``given`` as cast to int32) must be one whole class index per image."""
+    if targets.ndim != 1:
         raise ValueError(
             f"targets: expected one integer class index per image; got shape "
-            f"{tuple(targets.shape)} of {targets.dtype}."
+            f"{tuple(targets.shape)}."
         )
-    if _is_concrete(targets):
-        values = np.asarray(targets)
-        if values.size and (values.min() < 0 or values.max() >= num_classes):
+    if _is_concrete(given):
+        values = np.asarray(given)
+        whole = np.issubdtype(values.dtype, np.integer) or (
+            np.issubdtype(values.dtype, np.floating) and np.all(values == np.round(values))
+        )
+        if values.dtype == bool or not whole:
             raise ValueError(
-                f"targets: expected class indices in [0, {num_classes}); got {values.tolist()}."
+                f"targets: expected integer class indices; got {values.dtype} {values.tolist()}."
             )
+    check_output_index("targets", targets, num_classes)
 
 
 def prepare_targets(model: DenseNet, images: Any, targets: Any, model_loss: ModelLoss) -> jax.Array:
     """One target per image; class indices are checked against the outputs for the losses
-    that take them (``target_bce``, ``softmax_cross_entropy``)."""
+    that take them (``target_bce``, ``softmax_cross_entropy``). The images' shape is checked
+    first, since it says how many targets there must be."""
+    checks.check_image_batch(
+        "images", images, channels=model.config.in_channels, min_size=model.config.min_image_size
+    )
     batch = np.shape(images)[0]
     if model_loss in _INDEX_LOSSES:
+        given = targets
         targets = _batch_targets(targets, batch, jnp.int32)
-        _check_class_targets(targets, model.config.num_classes)
+        _check_class_targets(given, targets, model.config.num_classes)
         return targets
     return _batch_targets(targets, batch, jnp.asarray(targets).dtype)
 
@@ -489,7 +521,8 @@ def _run(
         fitting = memory.images_per_call(model, layers, images.shape[1:3], config)
         config = dataclasses.replace(config, images_per_call=fitting)
     maps, aux = call_in_chunks(compiled, (jnp.asarray(images), targets, draws), config)
-    for layer, layer_maps in zip(layers, maps, strict=True):
+    for layer, layer_maps, layer_aux in zip(layers, maps, aux, strict=True):
+        check_losses(layer, layer_aux)
         if _is_concrete(layer_maps) and not np.all(np.isfinite(np.asarray(layer_maps))):
             raise FloatingPointError(
                 f"the {layer!r} maps contain NaN or infinite values: check the model loss "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -33,7 +34,20 @@ def check_image_batch(
     channels: int,
     min_size: int,
 ) -> None:
-    """Raises unless ``x`` is a channels-last batch ``(N, H, W, channels)``, H, W >= min_size."""
+    """Raises unless ``x`` is a channels-last batch ``(N, H, W, channels)`` of floating-point
+    pixels, H, W >= min_size.
+
+    Integer images are refused rather than converted: stored uint8 pixels (0..255) fed as they
+    are would reach the model 255 times too bright and give maps of the wrong scale, and no
+    single conversion rule fits every model's normalisation.
+    """
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"{name}: expected floating-point pixels, normalised as the model was trained; got "
+            f"{dtype}. Convert stored images with "
+            "iba_jax.data.preprocess.unit_range, then bundle.input_spec.normalize."
+        )
     shape = tuple(np.shape(x))
     if len(shape) != 4:
         raise ValueError(

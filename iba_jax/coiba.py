@@ -33,6 +33,7 @@ from iba_jax.attribute import (
     call_in_chunks,
     check_images,
     check_layer_stack,
+    check_losses,
     optimise_alpha,
     prepare_targets,
     static_config,
@@ -198,6 +199,7 @@ def coiba(
         model_loss=model_loss,
     )
     maps, aux = call_in_chunks(compiled, (jnp.asarray(images), targets, keys), config)
+    check_losses(layers[0], aux)
     if not np.all(np.isfinite(np.asarray(maps))):
         raise FloatingPointError("the CoIBA maps contain NaN or infinite values.")
     return maps, aux

@@ -31,12 +31,31 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 ModelLoss = Callable[[jax.Array, jax.Array], jax.Array]
 """(logits (S, K), target) -> per-sample losses (S,)."""
 
 DEFAULT_NEGATION_BOUND = 10.0
+
+
+def check_output_index(name: str, index: object, outputs: int) -> None:
+    """Raises unless a class or output index known at trace time is in ``[0, outputs)``.
+
+    JAX does not raise on an index past the end: ``x[..., K]`` reads the last output and
+    ``jnp.take`` fills with NaN, either of which would give a map of the wrong objective. An
+    index that is traced (one target per image inside the compiled loop) is checked where the
+    targets are prepared, and a NaN loss stops the attribution (``attribute.check_losses``).
+    """
+    if isinstance(index, jax.core.Tracer):
+        return
+    values = np.asarray(index)
+    if values.size and (values.min() < 0 or values.max() >= outputs):
+        raise ValueError(
+            f"{name}: expected an index in [0, {outputs}) (the model's outputs); got "
+            f"{values.tolist()}."
+        )
 
 
 def target_bce(logits: jax.Array, target: jax.Array) -> jax.Array:
@@ -46,6 +65,7 @@ def target_bce(logits: jax.Array, target: jax.Array) -> jax.Array:
       >>> float(target_bce(jnp.array([[0.0, 3.0]]), 0)[0])  # -log(sigmoid(0)) = log 2
       0.693147...
     """
+    check_output_index("target", target, logits.shape[-1])
     chosen = jnp.take(logits, jnp.asarray(target, jnp.int32), axis=-1)
     return optax.sigmoid_binary_cross_entropy(chosen, jnp.ones_like(chosen))
 
@@ -62,6 +82,7 @@ def vector_bce(logits: jax.Array, target: jax.Array) -> jax.Array:
 
 def softmax_cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
     """Softmax cross-entropy of class ``target`` (an integer index), for single-label models."""
+    check_output_index("target", target, logits.shape[-1])
     labels = jnp.broadcast_to(jnp.asarray(target, jnp.int32), logits.shape[:-1])
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
@@ -110,6 +131,7 @@ class SquaredError:
     target_is_logits: bool = False
 
     def __call__(self, logits: jax.Array, target: jax.Array) -> jax.Array:
+        check_output_index("output", self.output, logits.shape[-1])
         y = self.link(target)[..., self.output] if self.target_is_logits else target
         return (self.link(logits)[..., self.output] - y) ** 2
 
@@ -123,6 +145,7 @@ class RegressionMaximisation:
 
     def __call__(self, logits: jax.Array, target: jax.Array) -> jax.Array:
         del target
+        check_output_index("output", self.output, logits.shape[-1])
         return -(self.link(logits)[..., self.output] ** 2)
 
 

@@ -19,7 +19,7 @@ from iba_jax.attribute import (
 )
 from iba_jax.bottleneck import capacity
 from iba_jax.maps import binarize
-from iba_jax.objectives import target_bce
+from iba_jax.objectives import SquaredError, target_bce
 from iba_jax.stats import FeatureStats, estimate_feature_stats
 
 # (fixture prefix, method); each run replays the reference's recorded noise.
@@ -314,11 +314,100 @@ def test_stats_of_another_layer_are_refused(tiny_model, stats, images):
 def test_targets_out_of_range_are_refused(tiny_model, stats, images):
     net, variables = tiny_model
     with pytest.raises(
-        ValueError, match=r"targets: expected class indices in \[0, 3\); got \[0, 3, 1, 1\]"
+        ValueError,
+        match=r"targets: expected an index in \[0, 3\) \(the model.s outputs\); got \[0, 3, 1, 1\]",
     ):
         iba(net, variables, stats["denseblock3"], images, [0, 3, 1, 1], key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"targets: expected one target per image \(4\)"):
         iba(net, variables, stats["denseblock3"], images, [0, 1], key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"targets: expected integer class indices; got float"):
+        iba(net, variables, stats["denseblock3"], images, 1.5, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"images: expected a batch of images of shape \(N, H, W"):
+        iba(net, variables, stats["denseblock3"], images[0], 0, key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.int32, bool])
+def test_integer_images_are_refused(tiny_model, stats, images, dtype):
+    """Stored uint8 pixels given as they are would reach the model 255 times too bright."""
+    net, variables = tiny_model
+    stored = np.round(np.clip(np.asarray(images), 0, 1) * 255).astype(dtype)
+    expected = f"images: expected floating-point pixels, normalised as .*; got {np.dtype(dtype)}"
+    with pytest.raises(ValueError, match=expected):
+        iba(net, variables, stats["denseblock3"], stored, 0, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=expected.replace("images", "x")):
+        net.apply(variables, stored)
+
+
+def test_an_objective_past_the_outputs_is_refused(tiny_model, stats, images):
+    """The README's custom objective on a model with too few outputs: jnp.take would read NaN
+    (which passes no gradient) and x[..., K] the last output, both silently."""
+    net, variables = tiny_model  # 3 outputs
+
+    def two_findings(logits, target):
+        del target
+        return 0.7 * target_bce(logits, 1) + 0.3 * target_bce(logits, 3)
+
+    with pytest.raises(
+        ValueError, match=r"target: expected an index in \[0, 3\) \(the model's outputs\); got 3"
+    ):
+        attribute(
+            net,
+            variables,
+            stats["denseblock3"],
+            images,
+            0,
+            model_loss=two_findings,
+            key=jax.random.key(0),
+        )
+    with pytest.raises(ValueError, match=r"output: expected an index in \[0, 3\)"):
+        attribute(
+            net,
+            variables,
+            stats["denseblock3"],
+            images,
+            0,
+            model_loss=SquaredError(output=3),
+            key=jax.random.key(0),
+        )
+
+
+def test_a_non_finite_loss_stops_the_attribution(tiny_model, stats, images):
+    net, variables = tiny_model
+
+    def blows_up(logits, target):
+        # The index is traced in the loop (one target per image), so it cannot be checked
+        # before the run; jnp.take reads NaN past the end and passes no gradient, so α would
+        # follow the information term alone to a finite, plausible map.
+        return target_bce(logits, target + 3)
+
+    with pytest.raises(
+        FloatingPointError,
+        match=r"model_loss: expected a finite loss; got nan at step 0 of image 0",
+    ):
+        attribute(
+            net,
+            variables,
+            stats["denseblock3"],
+            images,
+            0,
+            model_loss=blows_up,
+            config=ROLLED,
+            key=jax.random.key(0),
+        )
+    # Under a caller's jit nothing can raise: the maps are NaN, not a plausible picture.
+    traced = jax.jit(
+        lambda x: attribute(
+            net,
+            variables,
+            stats["denseblock3"],
+            x,
+            0,
+            model_loss=blows_up,
+            config=ROLLED,
+            key=jax.random.key(0),
+        )[0]
+    )
+    assert np.all(np.isnan(traced(images)))
 
 
 @pytest.mark.parametrize(

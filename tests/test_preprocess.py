@@ -1,5 +1,8 @@
 """Decoding PNG/JPEG/DICOM, resizing, boxes and normalisation."""
 
+import io
+import os
+
 import jax.numpy as jnp
 import numpy as np
 import PIL.Image
@@ -29,6 +32,23 @@ def test_png_8_and_16_bit_and_rgba(tmp_path):
     np.testing.assert_allclose(eight, values, atol=0.5 / 255)
     np.testing.assert_allclose(sixteen, values, atol=0.5 / 65535)
     np.testing.assert_allclose(colour[..., 1], eight)
+
+
+def test_16_bit_pngs_are_scaled_by_their_range(tmp_path):
+    """A radiograph of 12-bit data in a 16-bit PNG (how exports often store it) reads as the
+    same picture as its 8-bit and full 16-bit versions, not 16 times darker."""
+    values = gradient() / gradient().max()
+    PIL.Image.fromarray(np.round(values * 255).astype(np.uint8)).save(tmp_path / "8.png")
+    PIL.Image.fromarray(np.round(values * 4095).astype(np.uint16)).save(tmp_path / "12.png")
+    PIL.Image.fromarray(np.round(values * 65535).astype(np.uint16)).save(tmp_path / "16.png")
+    assert PIL.Image.open(tmp_path / "12.png").mode.startswith("I")  # stored as 16-bit
+    eight, twelve, sixteen = (preprocess.read_image(tmp_path / f"{b}.png") for b in (8, 12, 16))
+    np.testing.assert_allclose(eight, values, atol=0.5 / 255)
+    np.testing.assert_allclose(twelve, values, atol=0.5 / 4095)
+    np.testing.assert_allclose(sixteen, values, atol=0.5 / 65535)
+    offset = np.round(1000 + values * 3000).astype(np.uint16)  # not starting at 0: min-max too
+    PIL.Image.fromarray(offset).save(tmp_path / "offset.png")
+    np.testing.assert_allclose(preprocess.read_image(tmp_path / "offset.png"), values, atol=2e-4)
 
 
 def test_jpeg(tmp_path):
@@ -109,3 +129,83 @@ def test_normalize_on_numpy_and_jax():
     assert isinstance(preprocess.normalize(jnp.asarray(x), (0.5,), (0.25,)), jnp.ndarray)
     with pytest.raises(ValueError, match="mean, std: expected 1 or 3"):
         preprocess.normalize(x, (0.1, 0.2), (1.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    ("kind", "match"),
+    [
+        (
+            {"modality": "CT"},
+            r"ct\.dcm: expected a radiograph \(DICOM Modality CR, DX, RG, DR\); got Modality CT",
+        ),
+        ({"modality": "SEG"}, r"got Modality SEG"),
+        ({"photometric": "PALETTE COLOR"}, r"expected a grayscale radiograph .*got PALETTE COLOR"),
+        ({"frames": 3}, r"expected a single-frame image; got 3 frames"),
+    ],
+)
+def test_dicoms_that_are_not_one_grayscale_radiograph_are_refused(tmp_path, kind, match):
+    stored = gradient().astype(np.uint16)
+    frames = kind.pop("frames", None)
+    if frames:
+        stored = np.stack([stored] * frames)
+    path = tmp_path / ("ct.dcm" if kind.get("modality") == "CT" else "x.dcm")
+    write_dicom(path, stored, **kind)
+    with pytest.raises(preprocess.UnreadableImageError, match=match):
+        preprocess.read_image(path)
+
+
+@pytest.mark.parametrize("modality", [None, "OT"])
+def test_dicoms_of_no_stated_modality_are_read_with_a_warning(tmp_path, modality):
+    write_dicom(tmp_path / "x.dcm", gradient().astype(np.uint16), modality=modality)
+    with pytest.warns(UserWarning, match=r"x\.dcm: the DICOM file does not say it is a radiograph"):
+        pixels = preprocess.read_image(tmp_path / "x.dcm")
+    assert pixels.shape == (40, 60)
+
+
+def test_files_that_could_take_a_run_with_them_are_refused_one_by_one(tmp_path, monkeypatch):
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would block forever
+    with pytest.raises(
+        preprocess.UnreadableImageError, match=r"pipe\.png: expected an image file; got a pipe"
+    ):
+        preprocess.read_image(tmp_path / "pipe.png")
+    with pytest.raises(preprocess.UnreadableImageError, match=r"/dev/zero: expected an image file"):
+        preprocess.read_image("/dev/zero")  # would never end
+    with pytest.raises(
+        preprocess.UnreadableImageError, match=r"folder\.png: expected an image file; got a folder"
+    ):
+        (tmp_path / "folder.png").mkdir()
+        preprocess.read_image(tmp_path / "folder.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(preprocess.UnreadableImageError, match=r"empty\.png: the file is empty"):
+        preprocess.read_image(tmp_path / "empty.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(
+        preprocess.UnreadableImageError,
+        match=r"text\.png: not a PNG, JPEG or DICOM image \(it starts with b'hello'\)",
+    ):
+        preprocess.read_image(tmp_path / "text.png")
+    PIL.Image.new("L", (300, 200)).save(tmp_path / "wide.png")
+    monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 50_000)
+    with pytest.raises(
+        preprocess.UnreadableImageError,
+        match=r"wide\.png: expected at most 50,000 pixels; got 60,000",
+    ):
+        preprocess.read_image(tmp_path / "wide.png")
+    monkeypatch.setattr(preprocess, "MAX_FILE_BYTES", 2**20)
+    (tmp_path / "big.png").write_bytes(b"\0" * (3 * 2**20))
+    with pytest.raises(
+        preprocess.UnreadableImageError, match=r"big\.png: expected at most 1 MiB; got 3 MiB"
+    ):
+        preprocess.read_image(tmp_path / "big.png")
+
+
+def test_a_decompression_bomb_is_refused():
+    """A 14,000 x 14,000 PNG of zeros is 200 kB on disk and 196 Mpixels decoded."""
+    image = PIL.Image.new("1", (14_000, 14_000))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    with pytest.raises(
+        preprocess.UnreadableImageError,
+        match=r"<bytes>: (too many pixels|expected at most 64,000,000 pixels)",
+    ):
+        preprocess.read_image(buffer.getvalue())

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import PIL
 import PIL.Image
 
 from iba_jax import checks
@@ -81,8 +84,42 @@ def _is_dicom(data: bytes) -> bool:
     return data[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + 4] == b"DICM"
 
 
+# Limits that keep one bad file from taking a whole run with it: a larger file or image is
+# refused on its own (a radiograph is at most a few tens of megapixels and megabytes).
+MAX_FILE_BYTES = 512 * 2**20
+MAX_IMAGE_PIXELS = 64 * 10**6
+
+
+def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a regular file of at most ``MAX_FILE_BYTES``.
+
+    Raises:
+      FileNotFoundError: naming the path, when it does not exist.
+      UnreadableImageError: for a named pipe, a device, a folder (reading them would block or
+        never end), an empty file or one over the limit.
+    """
+    name = os.fspath(path)
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a pipe, device or socket"
+        raise UnreadableImageError(f"{name}: expected an image file; got {kind}.")
+    if info.st_size == 0:
+        raise UnreadableImageError(f"{name}: the file is empty.")
+    if info.st_size > MAX_FILE_BYTES:
+        raise UnreadableImageError(
+            f"{name}: expected at most {MAX_FILE_BYTES // 2**20} MiB; got "
+            f"{info.st_size / 2**20:,.0f} MiB."
+        )
+    return Path(path).read_bytes()
+
+
 def read_image(source: str | os.PathLike[str] | bytes) -> np.ndarray:
     """Decodes a PNG (8 or 16 bit), JPEG or DICOM file to float32 pixels in [0, 1].
+
+    8-bit images are divided by 255. 16-bit grayscale PNGs are scaled by their own minimum and
+    maximum, as DICOM radiographs are (``read_dicom``): a 16-bit container says nothing about
+    the depth of the data in it (exported radiographs often hold 10-, 12- or 14-bit values), and
+    dividing 12-bit data by 65535 would give the model an image 16 times too dark.
 
     Args:
       source: a path or the file's bytes. DICOM is recognised by its "DICM" marker, whatever
@@ -94,26 +131,46 @@ def read_image(source: str | os.PathLike[str] | bytes) -> np.ndarray:
 
     Raises:
       FileNotFoundError: naming the path, when it does not exist.
-      UnreadableImageError: naming the file, when it cannot be decoded.
+      UnreadableImageError: naming the file, when it cannot be decoded, is empty, is not a
+        regular file, or is larger than ``MAX_FILE_BYTES`` or ``MAX_IMAGE_PIXELS``.
     """
     name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    data = source if isinstance(source, bytes) else read_file_bytes(source)
+    if not data:
+        raise UnreadableImageError(f"{name}: the file is empty.")
     if _is_dicom(data):
         return read_dicom(data, name=name)
     try:
-        with PIL.Image.open(io.BytesIO(data)) as image:
-            return _pil_to_unit_range(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(io.BytesIO(data)) as image:
+                _check_pixel_count(name, image.size[0] * image.size[1])
+                return _pil_to_unit_range(image)
+    except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as error:
+        raise UnreadableImageError(f"{name}: too many pixels to decode ({error}).") from error
+    except PIL.UnidentifiedImageError as error:
+        raise UnreadableImageError(
+            f"{name}: not a PNG, JPEG or DICOM image (it starts with {data[:8]!r})."
+        ) from error
     except (OSError, ValueError, SyntaxError) as error:
+        if isinstance(error, UnreadableImageError):
+            raise
         raise UnreadableImageError(
             f"{name}: not a readable PNG/JPEG/DICOM image ({error})."
         ) from error
 
 
+def _check_pixel_count(name: str, pixels: int) -> None:
+    if pixels > MAX_IMAGE_PIXELS:
+        raise UnreadableImageError(
+            f"{name}: expected at most {MAX_IMAGE_PIXELS:,} pixels; got {pixels:,}."
+        )
+
+
 def _pil_to_unit_range(image: PIL.Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grayscale PNGs: Pillow reports full-range 16-bit data as mode I or I;16.
-        pixels = np.asarray(image, dtype=np.float64)
-        return (pixels / 65535.0).clip(0.0, 1.0).astype(np.float32)
+        # 16-bit grayscale PNGs (Pillow's mode I or I;16): by their own range (see read_image).
+        return _min_max(np.asarray(image, dtype=np.float64))
     if image.mode in ("1", "L", "P", "LA"):
         image = image.convert("L")
     elif image.mode != "RGB":
@@ -137,11 +194,16 @@ def read_dicom(source: str | os.PathLike[str] | bytes, *, name: str | None = Non
 
     if name is None:
         name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
-    stream = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+    data = source if isinstance(source, bytes) else read_file_bytes(source)
     try:
-        ds = pydicom.dcmread(stream)
-        pixels = ds.pixel_array
+        ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as error:  # pydicom raises many kinds for broken files
+        raise UnreadableImageError(f"{name}: not a readable DICOM file ({error}).") from error
+    check_radiograph(ds, name)
+    _check_pixel_count(name, int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0))
+    try:
+        pixels = ds.pixel_array
+    except Exception as error:
         raise UnreadableImageError(f"{name}: not a readable DICOM image ({error}).") from error
     if pixels.ndim != 2:
         raise UnreadableImageError(
@@ -157,9 +219,48 @@ def read_dicom(source: str | os.PathLike[str] | bytes, *, name: str | None = Non
     values = np.asarray(values, dtype=np.float64)
     if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         values = -values
+    return _min_max(values)
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    """float64 values -> float32 in [0, 1] by their minimum and maximum (a constant image: 0)."""
     low, high = values.min(), values.max()
     scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
     return scaled.astype(np.float32)
+
+
+# DICOM modalities that are projection radiographs (PS3.3 C.7.3.1.1.1): CR computed
+# radiography, DX digital radiography, RG radiographic imaging; "DR" is a common vendor
+# spelling. OT (other) is what converters and anonymisers often write: read, with a warning.
+RADIOGRAPH_MODALITIES = ("CR", "DX", "RG", "DR")
+UNSPECIFIED_MODALITIES = ("", "OT")
+
+
+def check_radiograph(ds: Any, name: str) -> None:
+    """Raises unless the DICOM dataset ``ds`` is one grayscale projection radiograph: other
+    modalities (CT, MR, SEG, ...), colour or palette images and several frames are refused with
+    what they are; an unspecified modality (none, or OT) is read with a warning."""
+    modality = str(ds.get("Modality", "")).strip().upper()
+    if modality not in RADIOGRAPH_MODALITIES + UNSPECIFIED_MODALITIES:
+        raise UnreadableImageError(
+            f"{name}: expected a radiograph (DICOM Modality {', '.join(RADIOGRAPH_MODALITIES)}); "
+            f"got Modality {modality}."
+        )
+    if modality in UNSPECIFIED_MODALITIES:
+        warnings.warn(
+            f"{name}: the DICOM file does not say it is a radiograph (Modality "
+            f"{modality or 'missing'}); reading it as one.",
+            stacklevel=3,
+        )
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UnreadableImageError(
+            f"{name}: expected a grayscale radiograph (PhotometricInterpretation MONOCHROME1 or "
+            f"MONOCHROME2); got {photometric}: its stored values are not intensities."
+        )
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise UnreadableImageError(f"{name}: expected a single-frame image; got {frames} frames.")
 
 
 def center_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
