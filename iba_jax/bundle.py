@@ -21,7 +21,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,13 @@ def _metadata(bundle: ModelBundle) -> dict[str, Any]:
 def bundle_checksum(bundle: ModelBundle) -> str:
     """The content checksum of a bundle in memory (the one ``save_bundle`` records)."""
     return content_checksum(_metadata(bundle), bundle.variables)
+
+
+def stats_checksum(stats: Mapping[str, FeatureStats]) -> str:
+    """The content checksum of feature statistics per layer (what a map depends on)."""
+    return content_checksum(
+        {"layers": sorted(stats)}, {layer: stats[layer]._asdict() for layer in sorted(stats)}
+    )
 
 
 def content_checksum(metadata: dict[str, Any], variables: Variables) -> str:
@@ -237,22 +245,39 @@ def load_bundle(directory: str | Path) -> ModelBundle:
     )
 
 
+class StatsOfAnotherModelError(ValueError):
+    """Feature statistics recorded for other weights than the bundle's."""
+
+
+def recorded_checksum(directory: str | Path) -> str:
+    """The content checksum that the bundle at ``directory`` records for its weights."""
+    directory = Path(directory).absolute()
+    _require_bundle(directory)
+    try:
+        return str(json.loads((directory / _BUNDLE_JSON).read_text())["sha256"])
+    except (ValueError, KeyError) as err:
+        raise CorruptBundleError(
+            f"model: cannot read the checksum in {str(directory / _BUNDLE_JSON)!r}: {err}"
+        ) from err
+
+
 def save_feature_stats(
     directory: str | Path, layer: str, stats: FeatureStats, *, description: str = ""
 ) -> str:
     """Stores the feature statistics of ``layer`` in the bundle at ``directory``.
 
-    They go to ``DIR/stats/LAYER/`` (replacing earlier ones), with their checksum, so that a
-    user estimates them once per model and layer. ``description`` records where they came from
-    (data set, split, preprocessing). Returns the checksum.
+    They go to ``DIR/stats/LAYER/`` (replacing earlier ones), with their checksum and the
+    bundle's (the weights they were estimated for: ``load_feature_stats`` refuses them beside
+    other weights), so that a user estimates them once per model and layer. ``description``
+    records where they came from (data set, split, preprocessing). Returns the checksum.
     """
     directory = Path(directory).absolute()
-    _require_bundle(directory)
     metadata = {
         "layer": layer,
         "feature_shape": list(np.shape(stats.mean)),
         "count": int(stats.count),
         "description": description,
+        "model_sha256": recorded_checksum(directory),
     }
     return _save_checked(
         directory / "stats" / layer, metadata, stats._asdict(), _STATS_JSON, "arrays"
@@ -277,12 +302,21 @@ def stats_layers(directory: str | Path) -> tuple[str, ...]:
     return tuple(sorted(p.name for p in root.iterdir() if (p / _STATS_JSON).is_file()))
 
 
-def load_feature_stats(directory: str | Path, layer: str) -> FeatureStats:
+def load_feature_stats(
+    directory: str | Path, layer: str, *, allow_other_model: bool = False
+) -> FeatureStats:
     """The feature statistics of ``layer`` stored in the bundle at ``directory``.
+
+    Statistics describe the features of particular weights: the prior noise of a bottleneck
+    drawn from another model's statistics gives maps of the wrong information. So they are
+    read only beside the weights they were recorded for, unless ``allow_other_model`` (for
+    statistics shared on purpose, e.g. between fine-tuned copies that keep the layers below the
+    bottleneck frozen).
 
     Raises:
       FileNotFoundError: naming the layers that are stored, when ``layer`` is not.
       CorruptBundleError: if the stored statistics do not match their checksum.
+      StatsOfAnotherModelError: if they were recorded for other weights than the bundle's.
     """
     directory = Path(directory).absolute()
     _require_bundle(directory)
@@ -292,7 +326,23 @@ def load_feature_stats(directory: str | Path, layer: str) -> FeatureStats:
             f"layer: no feature statistics for {layer!r} in {str(directory)!r} (stored: "
             f"{stored}); estimate them with estimate_feature_stats and save_feature_stats."
         )
-    _, tree = _load_checked(
+    stored, tree = _load_checked(
         directory / "stats" / layer, _STATS_JSON, "arrays", _stats_abstract, "statistics"
     )
+    model = recorded_checksum(directory)
+    recorded = stored.get("model_sha256")
+    if recorded is None:
+        warnings.warn(
+            f"{directory}: the {layer!r} statistics record no model checksum (written by an "
+            "older iba-jax), so nothing shows they belong to these weights; re-estimate them "
+            "to record it.",
+            stacklevel=2,
+        )
+    elif recorded != model and not allow_other_model:
+        raise StatsOfAnotherModelError(
+            f"stats: the {layer!r} statistics in {str(directory)!r} were estimated for other "
+            f"weights (model sha256 {recorded[:12]}...) than the bundle's ({model[:12]}...); "
+            "re-estimate them (`iba-jax estimate`), or allow statistics shared on purpose "
+            "(allow_other_model=True, --allow-other-model-stats)."
+        )
     return FeatureStats(**tree)

@@ -12,12 +12,12 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import importlib.metadata
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ from iba_jax.labels import LABEL_SETS, parse_label_names
 from iba_jax.metrics import localisation
 from iba_jax.models.densenet import ARCHITECTURES, HEADS
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
-from iba_jax.records import read_rows
+from iba_jax.pretrained import PRETRAINED, model_dir
+from iba_jax.records import read_rows, writable_folder
 from iba_jax.stats import estimate_feature_stats
 
 
@@ -60,10 +61,12 @@ def _convert(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
+    writable_folder(args.out)
     print(
         f"explaining {args.images} phantom test images with every method (devices: "
         f"{', '.join(str(d) for d in jax.devices())})"
     )
+    _compiling("the model and each method")
     page = demo.run_demo(
         args.out,
         images=args.images,
@@ -75,23 +78,13 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _build_data(args: argparse.Namespace) -> None:
-    config = args.config
-    if args.on_bad_image is not None:
-        cls = building.builder_class(args.dataset)
-        named = {c.name: c for c in cls.BUILDER_CONFIGS}
-        base = named.get(config or cls.BUILDER_CONFIGS[0].name)
-        if base is None or not hasattr(base, "on_bad_image"):
-            raise ValueError(
-                f"--on-bad-image: {args.dataset} config {config!r} has no such setting "
-                f"(configs: {', '.join(named)})."
-            )
-        config = dataclasses.replace(base, on_bad_image=args.on_bad_image)
     start = time.perf_counter()
     builder = building.build(
         args.dataset,
         data_dir=args.data_dir,
-        config=config,
+        config=args.config,
         manual_dir=args.manual_dir,
+        on_bad_image=args.on_bad_image,
         progress=True,
     )
     sizes = ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items())
@@ -180,16 +173,18 @@ def _local_mesh_if_several() -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    names = [Path(m).name for m in args.model]
+    models = [model_dir(m) for m in args.model]
+    names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"--model: expected folders with different names; got {args.model}.")
+    out = writable_folder(args.out)
     _join_job(args)
     source = _split_of(args)
-    out = Path(args.out)
     results = out / "results.csv"
     start = time.perf_counter()
-    for model_dir, name in zip(args.model, names, strict=True):
-        bundle = load_bundle(model_dir)
+    _compiling("each model and method")
+    for folder, name in zip(models, names, strict=True):
+        bundle = load_bundle(folder)
         _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
         if args.methods is None:
             regression = bundle.config.head == "relu"
@@ -207,7 +202,9 @@ def _evaluate(args: argparse.Namespace) -> None:
             sensitivity_samples=args.sensitivity_samples,
             cases_per_call=args.cases_per_call or jax.local_device_count(),
         )
-        stats = evaluation.load_stats(model_dir, methods.needed_layers(chosen))
+        stats = evaluation.load_stats(
+            folder, methods.needed_layers(chosen), allow_other_model=args.allow_other_model_stats
+        )
         count = min(args.limit or len(source), len(source))
         evaluation.evaluate(
             bundle,
@@ -242,9 +239,14 @@ def _explain(args: argparse.Namespace) -> int:
             "images: expected image files or --dataset (a data set split); got "
             + ("both." if args.images else "neither.")
         )
-    bundle = load_bundle(args.model)
+    model = model_dir(args.model)
+    bundle = load_bundle(model)
     method = explain.method_name(args.method)
-    stats = evaluation.load_stats(args.model, methods.METHODS[method].layers)
+    explain.check_target(bundle, args.target)
+    writable_folder(args.out)
+    stats = evaluation.load_stats(
+        model, methods.METHODS[method].layers, allow_other_model=args.allow_other_model_stats
+    )
     _join_job(args)
     if args.images:
         inputs = explain.file_inputs(bundle, args.images)
@@ -257,6 +259,7 @@ def _explain(args: argparse.Namespace) -> int:
         inputs = explain.dataset_inputs(source, args.split, origin)[: args.limit]
     start = time.perf_counter()
     mine = len(distributed.process_share(len(inputs)))
+    _compiling(f"the model and {method}")
     result = explain.explain(
         inputs,
         bundle,
@@ -266,14 +269,14 @@ def _explain(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         batch_size=args.batch_size,
-        model_dir=args.model,
+        model_dir=str(model),
         progress=functools.partial(
             tqdm, desc="images", total=-(-mine // args.batch_size), unit="batch"
         ),
         mesh=_local_mesh_if_several(),
     )
-    for origin, reason in result.failed:
-        print(f"failed: {origin}: {reason}", file=sys.stderr)
+    for origin, reason in result.failed:  # a reader's reason usually names the file already
+        print(f"failed: {reason if origin in reason else f'{origin}: {reason}'}", file=sys.stderr)
     earlier = f", {result.already_done} already there" if result.already_done else ""
     print(
         f"explained {mine - len(result.failed)} of {mine} image(s) "
@@ -281,6 +284,30 @@ def _explain(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - start:.1f} s; list: {Path(args.out) / explain.INDEX}"
     )
     return 1 if result.failed else 0
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum], or the one-line usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"expected an integer {bounds}; got {text!r}")
+        return value
+
+    return parse
+
+
+MODEL_HELP = (
+    "a model bundle folder with feature statistics, or a shipped model's name: "
+    + ", ".join(PRETRAINED)
+)
+COUNT = _integer(1)  # how many of something: at least one
+SEED = _integer(0, 2**32 - 1)  # a PRNG seed (jax.random.key takes 32 bits here)
 
 
 def _subcommand(sub: Any, name: str, summary: str, examples: str) -> argparse.ArgumentParser:
@@ -298,8 +325,8 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
         "must be shared)"
     )
     job.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
-    job.add_argument("--num-processes", type=int, default=None, help="processes in the job")
-    job.add_argument("--process-id", type=int, default=None, help="this process's index")
+    job.add_argument("--num-processes", type=COUNT, default=None, help="processes in the job")
+    job.add_argument("--process-id", type=_integer(0), default=None, help="this process's index")
     job.add_argument(
         "--distributed",
         action="store_true",
@@ -324,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--version", action="version", version=f"iba-jax {importlib.metadata.version('iba-jax')}"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show an error's traceback, not only its line"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -357,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="imagenet",
         help="input normalisation of pixels in [0, 1]",
     )
-    convert.add_argument("--image-size", type=int, default=224)
+    convert.add_argument("--image-size", type=COUNT, default=224)
     convert.add_argument(
         "--arch",
         choices=sorted(ARCHITECTURES),
@@ -365,7 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the weights against this architecture instead of inferring it",
     )
     convert.add_argument(
-        "--in-channels", type=int, default=3, help="input channels expected with --arch"
+        "--in-channels",
+        type=int,
+        choices=(1, 3),
+        default=3,
+        help="input channels expected with --arch",
     )
     convert.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     convert.set_defaults(func=_convert)
@@ -378,9 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo_parser.add_argument("--out", default="demo_report", help="the report's folder")
     demo_parser.add_argument(
-        "--images", type=int, default=4, help="phantom test images with findings"
+        "--images", type=COUNT, default=4, help="phantom test images with findings"
     )
-    demo_parser.add_argument("--seed", type=int, default=0)
+    demo_parser.add_argument("--seed", type=SEED, default=0)
     demo_parser.set_defaults(func=_demo)
 
     explaining = _subcommand(
@@ -405,8 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--config", default=None, help="builder config (default: the first)")
     dataset.add_argument("--data-dir", default=None, help="where TFDS keeps built data sets")
     dataset.add_argument("--split", default="test")
-    dataset.add_argument("--limit", type=int, default=None, help="only the first N images")
-    explaining.add_argument("--model", required=True, help="a model bundle (with feature stats)")
+    dataset.add_argument("--limit", type=COUNT, default=None, help="only the first N images")
+    explaining.add_argument("--model", required=True, help=MODEL_HELP)
+    explaining.add_argument(
+        "--allow-other-model-stats",
+        action="store_true",
+        help="use feature statistics recorded for other weights (shared on purpose)",
+    )
     explaining.add_argument(
         "--method",
         default="iba",
@@ -419,8 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="an output's name or index, or positives (each output >= 0.5; the highest if none)",
     )
     explaining.add_argument("--out", required=True, help="the folder to write into")
-    explaining.add_argument("--batch-size", type=int, default=8, help="images per device call")
-    explaining.add_argument("--seed", type=int, default=0)
+    explaining.add_argument("--batch-size", type=COUNT, default=8, help="images per device call")
+    explaining.add_argument("--seed", type=SEED, default=0)
     _add_job_arguments(explaining)
     explaining.set_defaults(func=_explain, manual_dir=None)
 
@@ -437,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--on-bad-image",
         choices=building.BAD_IMAGE_POLICIES,
-        default=None,
+        default="fail",
         help="stop at a missing/unreadable image (fail, the default) or skip and list it",
     )
     data.set_defaults(func=_build_data)
@@ -453,8 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(estimate)
     estimate.add_argument("--split", default="train")
     estimate.add_argument("--layers", default="denseblock1,denseblock2,denseblock3")
-    estimate.add_argument("--images", type=int, default=2000, help="images to use at most")
-    estimate.add_argument("--batch-size", type=int, default=32)
+    estimate.add_argument("--images", type=COUNT, default=2000, help="images to use at most")
+    estimate.add_argument("--batch-size", type=COUNT, default=32)
     estimate.set_defaults(func=_estimate)
 
     evaluate = _subcommand(
@@ -474,7 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         required=True,
         action="append",
-        help="a model bundle with feature stats; repeat to compare models (named by folder)",
+        help=MODEL_HELP + "; repeat to compare models (named by folder)",
+    )
+    evaluate.add_argument(
+        "--allow-other-model-stats",
+        action="store_true",
+        help="use feature statistics recorded for other weights (shared on purpose)",
     )
     _add_data_arguments(evaluate)
     evaluate.add_argument("--split", default="test")
@@ -484,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from {', '.join(methods.METHODS)} (default: the "
         "classification or the regression set, by the model's head)",
     )
-    evaluate.add_argument("--limit", type=int, default=None, help="only the first N images")
+    evaluate.add_argument("--limit", type=COUNT, default=None, help="only the first N images")
     evaluate.add_argument(
         "--baseline",
         choices=("blur", "zero"),
@@ -500,14 +544,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--sensitivity-samples",
-        type=int,
+        type=_integer(0),
         default=32,
         help="random subsets per size of Sensitivity-N (0 skips it)",
     )
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=SEED, default=0)
     evaluate.add_argument(
         "--cases-per-call",
-        type=int,
+        type=COUNT,
         default=None,
         help="cases whose maps one call computes, split across the local devices (default: "
         "the number of local devices)",
@@ -518,11 +562,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache for the command line and returns its folder.
+
+    Compiling a model and a method takes most of a first run on a CPU; the cache keeps the
+    compiled programs, so later runs with the same model, method and sizes start at once. The
+    folder is ``$IBA_JAX_CACHE_DIR`` (empty: no cache), else ``$XDG_CACHE_HOME/iba-jax/jax`` or
+    ``~/.cache/iba-jax/jax``; a cache set up for JAX itself (``JAX_COMPILATION_CACHE_DIR``) is
+    left as it is.
+    """
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "iba-jax" / "jax"
+    folder = os.environ.get("IBA_JAX_CACHE_DIR", str(default))
+    if not folder:
+        return None
+    jax.config.update("jax_compilation_cache_dir", folder)
+    return folder
+
+
+def _compiling(what: str) -> None:
+    """Says, before the first compilation, why the first batch is slow."""
+    cache = jax.config.jax_compilation_cache_dir
+    where = f"kept in {cache} for later runs" if cache else "no cache: IBA_JAX_CACHE_DIR is empty"
+    print(f"compiling {what} on the first batch (first run only; {where})", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    compilation_cache()
     try:
         code = args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+        if args.debug:
+            raise
         print(f"iba-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
     return code or 0

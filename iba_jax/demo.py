@@ -39,7 +39,15 @@ from iba_jax.pretrained import load_pretrained, pretrained_dir
 # The evaluation's classification methods, less the random map (a control, not an explanation).
 DEMO_METHODS = tuple(m for m in CLASSIFICATION_METHODS if m != "random")
 MODEL = "phantoms_cls"
-COLUMNS = ("method", "cases", "iou", "pointing_game", "insertion_auc", "deletion_auc", "seconds")
+COLUMNS = (
+    "method",
+    "cases",
+    "iou",
+    "pointing_game",
+    "insertion_auc",
+    "deletion_auc",
+    "total_seconds",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +143,7 @@ def _table(results: dict[str, dict[str, Any]], count: int) -> list[dict[str, Any
             "pointing_game": f"{r['pointing_game'].mean():.2f}",
             "insertion_auc": f"{r['curves'].insertion_auc.mean():.3f}",
             "deletion_auc": f"{r['curves'].deletion_auc.mean():.3f}",
-            "seconds": f"{r['seconds']:.1f}",
+            "total_seconds": f"{r['seconds']:.1f}",
         }
         for method, r in results.items()
     ]

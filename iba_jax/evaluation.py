@@ -138,9 +138,10 @@ class EvaluationConfig:
 
 
 def load_stats(
-    bundle_dir: str | os.PathLike[str], layers: Sequence[str]
+    bundle_dir: str | os.PathLike[str], layers: Sequence[str], *, allow_other_model: bool = False
 ) -> dict[str, FeatureStats]:
-    """The bundle's feature statistics of ``layers``; names the command that makes missing ones."""
+    """The bundle's feature statistics of ``layers``; names the command that makes missing ones.
+    ``allow_other_model``: see ``bundle.load_feature_stats``."""
     have = set(stats_layers(bundle_dir))
     missing = [layer for layer in layers if layer not in have]
     if missing:
@@ -149,7 +150,10 @@ def load_stats(
             f"{sorted(have) or 'none'}); estimate them with `iba-jax estimate --model "
             f"{bundle_dir} DATASET --config CONFIG --layers {','.join(missing)}`."
         )
-    return {layer: load_feature_stats(bundle_dir, layer) for layer in layers}
+    return {
+        layer: load_feature_stats(bundle_dir, layer, allow_other_model=allow_other_model)
+        for layer in layers
+    }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -25,11 +26,18 @@ import numpy as np
 from jax.sharding import Mesh
 
 from iba_jax import distributed, report_plots
-from iba_jax.bundle import ModelBundle
-from iba_jax.data.preprocess import UnreadableImageError, read_image, square, to_uint8, unit_range
+from iba_jax.bundle import ModelBundle, bundle_checksum, stats_checksum
+from iba_jax.data.preprocess import (
+    UnreadableImageError,
+    read_file_bytes,
+    read_image,
+    square,
+    to_uint8,
+    unit_range,
+)
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps, target_key
 from iba_jax.models import predict
-from iba_jax.records import append_row
+from iba_jax.records import append_row, read_rows, writable_folder, write_rows
 from iba_jax.sharding import pad_images
 from iba_jax.stats import FeatureStats
 
@@ -87,21 +95,50 @@ def choose_targets(bundle: ModelBundle, outputs: np.ndarray, target: str) -> lis
         return [(int(np.argmax(outputs)), "highest")]
     if target.lower() in names:
         return [(names.index(target.lower()), "name")]
-    if target.isdigit() and int(target) < len(names):
-        return [(int(target), "index")]
+    return [(_target_index(bundle, target), "index")]
+
+
+def _target_index(bundle: ModelBundle, target: str) -> int:
+    count = len(bundle.label_names)
+    if target.isascii() and target.isdigit() and int(target) < count:
+        return int(target)
     raise ValueError(
-        f"--target: expected {POSITIVES}, an output index below {len(names)} or one of "
+        f"--target: expected {POSITIVES}, an output index below {count} or one of "
         f"{', '.join(bundle.label_names)}; got {target!r}."
     )
 
 
+def check_target(bundle: ModelBundle, target: str) -> None:
+    """Raises unless ``target`` is one that ``choose_targets`` accepts for this model: checked
+    before any work."""
+    if target.lower() != POSITIVES and target.lower() not in (
+        n.lower() for n in bundle.label_names
+    ):
+        _target_index(bundle, target)
+
+
 class Input(NamedTuple):
     """One image to explain: the stem of its output files, where it comes from (a file's
-    path or a data set example), and how to read it as the model's stored input (uint8)."""
+    path or a data set example), how to read it as the model's stored input (uint8), and its
+    identity (what its maps depend on: a file's path and content hash, a data set example's
+    name), the key under which finished maps are found again."""
 
     name: str
     origin: str
     read: Callable[[], np.ndarray]
+    identity: Callable[[], str]
+
+
+def file_identity(path: str | os.PathLike[str]) -> str:
+    """A file's resolved path and the sha256 of its bytes: a changed file is a new input."""
+    digest = hashlib.sha256(read_file_bytes(path)).hexdigest()
+    return f"{Path(path).resolve()}#sha256={digest}"
+
+
+def identity_number(identity: str) -> int:
+    """A number (28 bits of its sha256) that draws an input's noise: its maps depend on what
+    the input is, not on where it stands in a run."""
+    return int(hashlib.sha256(identity.encode()).hexdigest()[:7], 16)
 
 
 def file_inputs(bundle: ModelBundle, paths: Sequence[str | os.PathLike[str]]) -> list[Input]:
@@ -113,7 +150,12 @@ def file_inputs(bundle: ModelBundle, paths: Sequence[str | os.PathLike[str]]) ->
         seen[stem] = seen.get(stem, 0) + 1
         stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return [
-        Input(stem, str(Path(path).resolve()), functools.partial(model_image, bundle, path))
+        Input(
+            stem,
+            str(Path(path).resolve()),
+            functools.partial(model_image, bundle, path),
+            functools.partial(file_identity, path),
+        )
         for stem, path in zip(stems, paths, strict=True)
     ]
 
@@ -121,10 +163,13 @@ def file_inputs(bundle: ModelBundle, paths: Sequence[str | os.PathLike[str]]) ->
 def dataset_inputs(source: Sequence[dict[str, Any]], split: str, origin: str) -> list[Input]:
     """The examples of a data set split (their stored ``image``), named ``SPLIT_NNNNNN`` by
     their index; ``origin`` names the data set (e.g. ``cxr_phantoms/classification_128``)."""
-    return [
-        Input(f"{split}_{i:06d}", f"{origin}:{split}[{i}]", lambda i=i: source[i]["image"])
-        for i in range(len(source))
-    ]
+    inputs = []
+    for i in range(len(source)):
+        where = f"{origin}:{split}[{i}]"
+        inputs.append(
+            Input(f"{split}_{i:06d}", where, lambda i=i: source[i]["image"], lambda w=where: w)
+        )
+    return inputs
 
 
 @dataclasses.dataclass
@@ -151,8 +196,61 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _index_key(row: dict[str, str]) -> tuple[int, str]:
-    return int(row["position"]), row["target"]
+def _index_key(row: dict[str, str]) -> tuple[str, str]:
+    return row["identity"], row["target"]
+
+
+def settings_path(out: Path) -> Path:
+    """Where a folder of explanations records what its maps were computed with."""
+    return out / "explain.settings.json"
+
+
+def _check_settings(out: Path, record: dict[str, Any]) -> None:
+    """Records what the folder's maps are computed with (process 0), or refuses to add maps of
+    another model, statistics, method, settings or seed beside them."""
+    path = settings_path(out)
+    record = json.loads(json.dumps(record))  # as it reads back (tuples as lists)
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
+        if changed:
+            shown = lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) == 64 else repr(v)
+            raise ValueError(
+                f"out: the maps in {out} were computed with another "
+                f"{', '.join(changed)} ({'; '.join(f'{k}={shown(before.get(k))}' for k in changed)}"
+                "); explain into a new folder, or with the same model and settings."
+            )
+    elif jax.process_index() == 0:
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(record, indent=2, sort_keys=True))
+        partial.replace(path)
+
+
+def _names(inputs: Sequence[Input], identities: Mapping[int, str], earlier: Sequence[dict]):
+    """Output stems: an input explained before keeps its stem; a new one whose stem another
+    input took in an earlier run gets its identity's hash appended."""
+    name_of = {row["identity"]: row["name"] for row in earlier if row["name"]}
+    taken = set(name_of.values())
+
+    def name(i: int) -> str:
+        identity = identities[i]
+        if identity in name_of:
+            return name_of[identity]
+        stem = inputs[i].name
+        if stem in taken:
+            stem += "-" + hashlib.sha256(identity.encode()).hexdigest()[:8]
+        return stem
+
+    return name
+
+
+def _tidy(index: Path) -> None:
+    """Drops each failure that a later row of the same input supersedes (it was retried)."""
+    rows = read_rows(index)
+    last = {row["input"]: n for n, row in enumerate(rows)}
+    kept = [row for n, row in enumerate(rows) if not row["error"] or last[row["input"]] == n]
+    if len(kept) < len(rows):
+        write_rows(index, kept)
 
 
 def explain(
@@ -177,31 +275,54 @@ def explain(
     ``.json`` (the predictions per class, the target and how it was chosen, the map's sum and
     unit, the total bits through the bottleneck for the IBA family, the method's settings, the
     seed and the versions). ``explanations.csv`` lists every map and every input that failed,
-    one row each, on disk as soon as it is done: run again after a kill and finished maps are
-    skipped. The noise of input i's target t is drawn under ``methods.target_key(key(seed), i,
-    t)``, whatever the batching and the devices (``mesh``: split each batch across them).
+    one row each, on disk as soon as it is done.
+
+    Resuming is keyed on what determines a map: the input's identity (a file's path and
+    content hash, a data set example's name), the target, and the folder's record
+    (``explain.settings.json``: the model's and the statistics' checksums, the method, its
+    settings and the seed; a run with others is refused). Run again after a kill, or with
+    more inputs, and finished maps are skipped; inputs that failed are tried again (their old
+    failure is dropped from the list once they have a row again); a changed file is a new
+    input. The noise of an input's target t is drawn under ``methods.target_key(key(seed),
+    identity_number(identity), t)``, whatever the batching, the order and the devices (``mesh``:
+    split each batch across them).
 
     In a job of several processes (``jax.distributed``), each process explains its share of
     the inputs (``distributed.process_share``) and process 0 merges the processes' lists
     into ``explanations.csv``, checking that every input is there.
     """
     method = method_name(method)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_target(bundle, target)
+    out = writable_folder(out)
     index = out / INDEX
+    spec = METHODS[method]
+    _check_settings(
+        out,
+        {
+            "model_sha256": bundle_checksum(bundle),
+            "stats_sha256": stats_checksum({layer: stats[layer] for layer in spec.layers}),
+            "method": method,
+            "settings": dataclasses.asdict(settings),
+            "seed": seed,
+        },
+    )
     earlier = distributed.all_rows(index)
-    done = {_index_key(row) for row in earlier}
-    failed_before = {int(row["position"]) for row in earlier if row["error"]}
-    mine = [i for i in distributed.process_share(len(inputs)) if i not in failed_before]
+    done = {_index_key(row) for row in earlier if not row["error"]}
+    mine = list(distributed.process_share(len(inputs)))
+    identities: dict[int, str] = {}
+    name_of = _names(inputs, identities, earlier)
     model, variables = bundle.model, bundle.variables
     base_key = jax.random.key(seed)
     result = ExplainResult()
     versions = _versions()
     part = distributed.part_path(index)
-    fields = dict.fromkeys(("target", "target_name", "chosen_by", "map_sum", "record", "error"), "")
+    fields = dict.fromkeys(
+        ("name", "target", "target_name", "chosen_by", "map_sum", "record", "error"), ""
+    )
 
     def add_row(position: int, **values: Any) -> None:
-        entry = {"position": position, "input": inputs[position].origin, "method": method}
+        origin = inputs[position].origin
+        entry = {"input": origin, "identity": identities.get(position, ""), "method": method}
         append_row(part, {**entry, **fields, **values})
 
     batches = [mine[s : s + batch_size] for s in range(0, len(mine), batch_size)]
@@ -209,6 +330,7 @@ def explain(
         readable, pixels = [], []
         for i in batch:
             try:
+                identities[i] = inputs[i].identity()
                 pixels.append(_checked_pixels(bundle, inputs[i].read()))
                 readable.append(i)
             except (OSError, ValueError, UnreadableImageError) as error:
@@ -221,7 +343,7 @@ def explain(
         pairs = []
         for row, i in enumerate(readable):
             for t, how in choose_targets(bundle, outputs[row], target):
-                if (i, str(t)) in done:
+                if (identities[i], str(t)) in done:
                     result.already_done += 1
                 else:
                     pairs.append((row, i, t, how))
@@ -230,7 +352,12 @@ def explain(
             per_pair = (
                 x[jnp.asarray([row for row, *_ in chunk])],
                 jnp.asarray([t for _, _, t, _ in chunk]),
-                jnp.stack([target_key(base_key, i, t) for _, i, t, _ in chunk]),
+                jnp.stack(
+                    [
+                        target_key(base_key, identity_number(identities[i]), t)
+                        for _, i, t, _ in chunk
+                    ]
+                ),
             )
             # Padded to batch_size with the last pair: one shape, one compilation.
             images, targets, keys = pad_images(per_pair, batch_size)
@@ -248,6 +375,7 @@ def explain(
             for (row, i, t, how), m in zip(chunk, np.asarray(maps), strict=False):
                 record = {
                     "file": inputs[i].origin,
+                    "identity": identities[i],
                     "model": model_dir,
                     "predictions": dict(
                         zip(bundle.label_names, outputs[row].tolist(), strict=True)
@@ -255,18 +383,21 @@ def explain(
                     "head": bundle.config.head,
                     "target": {"index": t, "name": bundle.label_names[t], "chosen_by": how},
                     "method": method,
-                    "unit": METHODS[method].unit,
+                    "unit": spec.unit,
                     "map_sum": float(m.sum()),
-                    "total_bits": float(m.sum()) if METHODS[method].unit == "bits" else None,
+                    "total_bits": float(m.sum()) if spec.unit == "bits" else None,
                     "settings": dataclasses.asdict(settings),
                     "seed": seed,
                     "versions": versions,
                 }
-                name = f"{inputs[i].name}.{bundle.label_names[t]}.{method}"
-                written = _write(out, name, pixels[row], m, record)
+                name = name_of(i)
+                written = _write(
+                    out, f"{name}.{bundle.label_names[t]}.{method}", pixels[row], m, record
+                )
                 result.written.append(written)
                 add_row(
                     i,
+                    name=name,
                     target=t,
                     target_name=bundle.label_names[t],
                     chosen_by=how,
@@ -274,14 +405,17 @@ def explain(
                     record=written.name,
                 )
     distributed.barrier(f"explain {index}: rows written")
-    if jax.process_index() == 0 and distributed.part_files(index):
-        distributed.merge_records(
-            index,
-            _index_key,
-            range(len(inputs)),
-            order=lambda r: int(r["position"]),
-            covers=lambda r: int(r["position"]),
-        )
+    if jax.process_index() == 0:
+        if distributed.part_files(index):
+            position = {inputs[i].origin: i for i in range(len(inputs))}
+            distributed.merge_records(
+                index,
+                lambda r: (*_index_key(r), r["error"]),
+                [inputs[i].origin for i in range(len(inputs))],
+                order=lambda r: position.get(r["input"], -1),
+                covers=lambda r: r["input"],
+            )
+        _tidy(index)
     distributed.barrier(f"explain {index}: merged")
     return result
 

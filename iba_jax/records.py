@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,19 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(partial, path)
+
+
+def writable_folder(path: str | os.PathLike[str], name: str = "out") -> Path:
+    """The folder ``path``, created if needed, once a file could be written into it: checked
+    before any work, so that a read-only or misplaced output folder fails in a second, not
+    after the computation. ``name`` is the argument named in the error."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}: expected a folder; {path} is a file.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ValueError(f"{name}: cannot write into {path} ({err.strerror or err}).") from err
+    return path

@@ -7,6 +7,7 @@ from iba_jax.bundle import load_bundle
 from iba_jax.cli import main
 from iba_jax.models import DenseNet
 from iba_jax.models.torch_import import variables_from_state_dict
+from iba_jax.pretrained import pretrained_dir
 
 
 def test_convert_writes_a_bundle_that_runs_like_the_weights(
@@ -64,12 +65,12 @@ def test_convert_refuses_a_wrong_number_of_labels(tmp_path, tiny_state_dict, cap
 def test_build_data_builds_and_reports_the_splits(tmp_path, capsys):
     args = ["build-data", "cxr_phantoms", "--config", "regression_64_mini"]
     assert main([*args, "--data-dir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "regression_64_mini" in out and "train 32, validation 8, test 8" in out
-    assert main([*args, "--data-dir", str(tmp_path), "--on-bad-image", "skip"]) == 2
-    assert "--on-bad-image: cxr_phantoms config 'regression_64_mini' has no such setting" in (
-        capsys.readouterr().err
-    )
+    # No TFDS chatter: "Downloading and preparing dataset Unknown size" is wrong offline.
+    assert "Downloading" not in out and "downloaded and prepared" not in out
+    assert "dataset_info.json" not in captured.err
 
 
 def test_version_and_every_command_has_help_with_examples(capsys):
@@ -82,3 +83,99 @@ def test_version_and_every_command_has_help_with_examples(capsys):
             main([command, "--help"])
         text = capsys.readouterr().out
         assert "example" in text and f"iba-jax {command} " in text, command
+
+
+def test_convert_refuses_weights_with_nan_or_infinite_values(tmp_path, tiny_state_dict, capsys):
+    broken = dict(tiny_state_dict)
+    weight = np.array(broken["features.conv0.weight"], np.float32)
+    weight.flat[[0, 5]] = [np.nan, np.inf]
+    broken["features.conv0.weight"] = weight
+    np.savez(tmp_path / "tiny.npz", **broken)
+    assert main(["convert", str(tmp_path / "tiny.npz"), str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err
+    assert "tensors with NaN or infinite values" in err
+    assert f"features.conv0.weight: 2 of {weight.size}" in err
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("w.safetensors", b"not tensors at all", "'w.safetensors' is not a safetensors file"),
+        ("w.pt", bytes(range(7, 200)), "'w.pt' is not a torch file"),
+        ("w.pth", b"", "'w.pth' is not a torch file"),
+        ("w.npz", b"plain text", "'w.npz' is not a .npz archive of tensors"),
+    ],
+)
+def test_convert_names_a_file_that_is_not_what_its_suffix_says(
+    tmp_path, capsys, name, content, message
+):
+    (tmp_path / name).write_bytes(content)
+    assert main(["convert", str(tmp_path / name), str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value", "expected"),
+    [
+        ("explain", "--batch-size", "0", "expected an integer >= 1; got '0'"),
+        ("explain", "--batch-size", "-3", "expected an integer >= 1; got '-3'"),
+        ("explain", "--limit", "-1", "expected an integer >= 1; got '-1'"),
+        ("explain", "--seed", "-1", "expected an integer in [0, 4294967295]; got '-1'"),
+        ("explain", "--seed", "1.5", "expected an integer in [0, 4294967295]; got '1.5'"),
+        ("evaluate", "--limit", "0", "expected an integer >= 1; got '0'"),
+        ("evaluate", "--sensitivity-samples", "-2", "expected an integer >= 0; got '-2'"),
+        ("evaluate", "--cases-per-call", "0", "expected an integer >= 1; got '0'"),
+        ("evaluate", "--num-processes", "0", "expected an integer >= 1; got '0'"),
+        ("evaluate", "--process-id", "-1", "expected an integer >= 0; got '-1'"),
+        ("estimate", "--images", "0", "expected an integer >= 1; got '0'"),
+        ("estimate", "--batch-size", "x", "expected an integer >= 1; got 'x'"),
+        ("demo", "--images", "0", "expected an integer >= 1; got '0'"),
+        ("convert", "--image-size", "-224", "expected an integer >= 1; got '-224'"),
+        ("convert", "--in-channels", "2", "invalid choice: 2"),
+    ],
+)
+def test_numeric_options_are_checked_by_the_parser(capsys, command, option, value, expected):
+    required = {
+        "explain": ["x.png", "--model", "m", "--out", "o"],
+        "evaluate": ["cxr_phantoms", "--model", "m", "--out", "o"],
+        "estimate": ["cxr_phantoms", "--model", "m"],
+        "demo": [],
+        "convert": ["w.npz", "out"],
+    }[command]
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *required, option, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {expected}" in err
+
+
+def test_a_bad_target_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    for target in ("²", "4", "Pneumonia"):
+        args = ["explain", "x.png", "--model", str(pretrained_dir("phantoms_cls"))]
+        assert main([*args, "--target", target, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "--target: expected positives, an output index below 4 or one of" in err
+        assert f"got {target!r}" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # nothing was started
+
+
+def test_build_data_names_what_to_download_in_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("")
+    for extra, message in (
+        ([], "manual_dir: nih_chest_xray14 is built from its downloaded release; got none."),
+        (["--manual-dir", str(tmp_path / "missing")], "missing is not a folder."),
+        (["--manual-dir", str(tmp_path / "empty")], "empty is empty."),
+    ):
+        build = ["build-data", "nih_chest_xray14", "--data-dir", str(tmp_path / "tfds"), *extra]
+        assert main(build) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Download NIH ChestX-ray14 from" in err
+        assert len(err.strip().splitlines()) == 1
+    build = ["build-data", "cxr_phantoms", "--config", "regression_64_mini"]
+    assert main([*build, "--data-dir", str(tmp_path / "file")]) == 2
+    assert "data_dir: expected a folder for the built data sets;" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import DATA, write_dicom
 
+from iba_jax.cli import main
 from iba_jax.data import brixia, building
 
 
@@ -121,11 +122,33 @@ def test_builder_on_synthetic_dicoms(tmp_path):
             assert bool(example["consensus"]) == (split == "consensus")
 
 
+def test_bad_dicoms_are_skipped_and_listed_under_the_registered_config(tmp_path, capsys):
+    root = write_brixia_release(tmp_path / "manual")
+    broken = sorted((root / "dicom_clean").glob("*.dcm"))
+    broken[0].write_bytes(b"not a DICOM file")
+    broken[1].unlink()
+    build = ["build-data", "brixia", "--config", "224", "--manual-dir", str(root)]
+    assert main([*build, "--data-dir", str(tmp_path / "a")]) == 2  # fail, the default
+    assert broken[0].name in capsys.readouterr().err
+    assert main([*build, "--data-dir", str(tmp_path / "b"), "--on-bad-image", "skip"]) == 0
+    assert "2 image(s) skipped" in capsys.readouterr().out
+    builder = brixia.Brixia(config="224", data_dir=str(tmp_path / "b"))
+    assert set(builder.info.metadata["skipped_images"]) == {broken[0].name, broken[1].name}
+    assert sum(len(builder.as_data_source(split=s)) for s in builder.info.splits) == 12
+    assert (
+        main(["build-data", "cxr_phantoms", "--data-dir", str(tmp_path), "--on-bad-image", "skip"])
+        == 2
+    )
+    assert (
+        "on_bad_image: cxr_phantoms generates its images and reads none" in capsys.readouterr().err
+    )
+
+
 def test_missing_metadata_and_dicoms_are_named(tmp_path, metadata_text):
     root = tmp_path / "manual"
     root.mkdir()
     config = brixia.BrixiaConfig(name="m", image_size=16)
-    with pytest.raises(AssertionError, match=r"(?s)manual does not exist or is empty.*brixia"):
+    with pytest.raises(ValueError, match=r"manual_dir: .*manual is empty\. Request BrixIA from"):
         building.build("brixia", config=config, data_dir=tmp_path / "a", manual_dir=root)
     (root / "notes.txt").write_text("the download is still running")
     with pytest.raises(FileNotFoundError, match=r"manual/metadata_global_v2.csv"):

@@ -9,6 +9,7 @@ import PIL.Image
 import pytest
 from conftest import DATA
 
+from iba_jax.cli import main
 from iba_jax.data import building, nih
 from iba_jax.labels import NIH14
 
@@ -139,7 +140,7 @@ def test_missing_files_are_named(tmp_path, real_boxes):
         building.build("nih_chest_xray14", config=config, data_dir=tmp_path / "t", manual_dir=root)
 
 
-def test_bad_images_fail_or_are_skipped_and_listed(tmp_path, real_boxes):
+def test_bad_images_fail_or_are_skipped_and_listed(tmp_path, real_boxes, capsys):
     root = tmp_path / "manual"
     root.mkdir()
     names = write_release(root, real_boxes, size=16)
@@ -149,12 +150,14 @@ def test_bad_images_fail_or_are_skipped_and_listed(tmp_path, real_boxes):
     fail = nih.NihConfig(name="f", image_size=16)
     with pytest.raises(ValueError, match=names[0]):
         building.build("nih_chest_xray14", config=fail, data_dir=tmp_path / "f", manual_dir=root)
-    skip = nih.NihConfig(name="k", image_size=16, on_bad_image="skip")
-    builder = building.build(
-        "nih_chest_xray14", config=skip, data_dir=tmp_path / "k", manual_dir=root
-    )
+    # Skipping keeps the registered config's name (the command line's --on-bad-image).
+    build = ["build-data", "nih_chest_xray14", "--config", "224", "--manual-dir", str(root)]
+    assert main([*build, "--data-dir", str(tmp_path / "k"), "--on-bad-image", "skip"]) == 0
+    assert "2 image(s) skipped" in capsys.readouterr().out
+    source = building.data_source("nih_chest_xray14", "test", config="224", data_dir=tmp_path / "k")
+    builder = nih.NihChestXray14(config="224", data_dir=str(tmp_path / "k"))
     skipped = builder.info.metadata["skipped_images"]
     assert set(skipped) == {names[0], names[1]}
     assert "not found" in skipped[names[1]]
     total = sum(len(builder.as_data_source(split=s)) for s in ("train", "validation", "test"))
-    assert total == len(names) - 2
+    assert total == len(names) - 2 and source[0]["image"].shape == (224, 224, 1)

@@ -70,7 +70,9 @@ def test_the_page_shows_every_method_with_inlined_pictures(page):
     text = " ".join(parsed.text)
     for method in SHOWN:
         assert f"{method}: IoU" in text
-    assert "Mean over the cases" in text
+    assert "Per method: means over the cases" in text
+    # The time is each method's total, and labelled so (a mean would be per case).
+    assert "total_seconds" in text and "its first compilation included" in text
 
 
 def test_label_names_cannot_inject_markup(tmp_path):
@@ -89,9 +91,14 @@ def test_label_names_cannot_inject_markup(tmp_path):
 
 def test_demo_command_prints_where_the_report_is(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_METHODS", ("grad_cam", "lrp"))
+    (tmp_path / "file").write_text("")
+    assert main(["demo", "--out", str(tmp_path / "file")]) == 2  # at once, before any work
+    assert f"out: expected a folder; {tmp_path / 'file'} is a file." in capsys.readouterr().err
     assert main(["demo", "--out", str(tmp_path / "r"), "--images", "1"]) == 0
-    assert (
-        f"the demo report: {(tmp_path / 'r' / 'index.html').resolve()}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"the demo report: {(tmp_path / 'r' / 'index.html').resolve()}" in printed
+    assert "compiling the model and each method on the first batch (first run only; kept in" in (
+        printed
     )
 
 

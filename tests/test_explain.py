@@ -84,7 +84,9 @@ def test_explain_command_writes_maps_overlays_and_records(files, tmp_path, capsy
     args = ["explain", *images, "--model", str(MODEL), "--method", "gradcam", "--out", str(out)]
     assert main([*args, "--batch-size", "2"]) == 1  # one file failed, the others done
     captured = capsys.readouterr()
-    assert "failed: " + images[1] in captured.err and "not a readable" in captured.err
+    assert f"failed: {images[1]}: not a PNG, JPEG or DICOM image (it starts with b'not an i')" in (
+        captured.err
+    )
     assert "explained 3 of 4 image(s)" in captured.out
     positives = [phantoms.FINDINGS[i] for i in np.nonzero(truth.labels)[0]]
     for stem in ("scan", "scan_rgb"):
@@ -147,18 +149,81 @@ def test_a_killed_run_resumes_and_the_list_has_every_input_once(files, tmp_path)
     assert {r["input"] for r in first} == {inputs[0].origin, inputs[1].origin}
     again = run()
     assert again.already_done == sum(not r["error"] for r in first) > 0
-    assert again.failed == []  # the unreadable file is listed once, not retried
+    assert [origin for origin, _ in again.failed] == [inputs[1].origin]  # tried again
     rows = read_rows(tmp_path / explain.INDEX)
-    assert rows[: len(first)] == first
-    assert {int(r["position"]) for r in rows} == {0, 1, 2, 3}  # no gap
-    keys = [(r["position"], r["target"]) for r in rows]
+    assert rows[: len(first) - 1] == [r for r in first if not r["error"]]
+    assert {r["input"] for r in rows} == {i.origin for i in inputs}  # no gap
+    keys = [(r["identity"], r["target"], r["error"]) for r in rows]
     assert len(keys) == len(set(keys))  # nothing twice
     failed = [r for r in rows if r["error"]]
-    assert [r["input"] for r in failed] == [inputs[1].origin]
+    assert [r["input"] for r in failed] == [inputs[1].origin]  # the retry's row only
     for r in rows:
         if not r["error"]:
             record = json.loads((tmp_path / r["record"]).read_text())
             assert record["map_sum"] == pytest.approx(float(r["map_sum"]))
+
+
+def test_resuming_is_keyed_on_what_determines_the_map(files, tmp_path, capsys):
+    """Another image, a fixed file, the same stem from another folder and the same image at
+    another position are explained; another method or model is refused, not skipped."""
+    folder, _ = files
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "scan.png").write_bytes((folder / "scan_rgb.jpg").read_bytes())  # same stem
+    (other / "fixed.png").write_text("broken for now")
+    out = tmp_path / "out"
+    settings = ["--target", "0", "--out", str(out)]
+    explaining = lambda *paths, method="gradcam", model=MODEL: main(
+        ["explain", *map(str, paths), "--model", str(model), "--method", method, *settings]
+    )
+    assert explaining(folder / "scan.png", other / "fixed.png") == 1
+    capsys.readouterr()
+    PIL.Image.open(folder / "scan.png").save(other / "fixed.png")
+    assert explaining(other / "scan.png", other / "fixed.png", folder / "scan.png") == 0
+    assert "explained 3 of 3 image(s) (2 map(s), 1 already there)" in capsys.readouterr().out
+    rows = read_rows(out / explain.INDEX)
+    assert [r["name"] for r in rows] == ["scan", rows[1]["name"], "fixed"]
+    assert rows[1]["name"].startswith("scan-") and len(rows[1]["name"]) == len("scan-") + 8
+    assert not any(r["error"] for r in rows)  # the fixed file's failure is superseded
+    same = np.load(out / "scan.Mass.grad_cam.npy")
+    np.testing.assert_array_equal(same, np.load(out / "fixed.Mass.grad_cam.npy"))  # same pixels
+    for method, model, changed in (
+        ("gradients", MODEL, "method"),
+        ("gradcam", pretrained_dir("phantoms_cls_weighted"), "model_sha256"),
+    ):
+        assert explaining(folder / "scan.png", method=method, model=model) == 2
+        err = capsys.readouterr().err
+        assert f"were computed with another {changed}" in err and "explain into a new folder" in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_maps_do_not_depend_on_the_order_of_the_inputs(files, tmp_path):
+    folder, _ = files
+    bundle = load_pretrained("phantoms_cls")
+    stats = load_stats(MODEL, ["denseblock3"])
+    settings = MethodSettings(iba=IBAConfig(steps=3, samples=2, unroll=False))
+    paths = [folder / "scan.png", folder / "scan_rgb.jpg"]
+    for order, out in ((paths, "a"), (paths[::-1], "b")):
+        inputs = explain.file_inputs(bundle, order)
+        explain.explain(inputs, bundle, stats, "iba", "0", tmp_path / out, settings=settings)
+    for stem in ("scan", "scan_rgb"):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "a" / f"{stem}.Mass.iba.npy"),
+            np.load(tmp_path / "b" / f"{stem}.Mass.iba.npy"),
+        )
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_first(files, tmp_path, capsys):
+    folder, _ = files
+    (tmp_path / "file").write_text("")
+    for out, message in (
+        (tmp_path / "file", "out: expected a folder; "),
+        (tmp_path / "file" / "under", "out: cannot write into "),
+    ):
+        args = ["explain", str(folder / "scan.png"), "--model", str(MODEL), "--out", str(out)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_data_set_split_explained_for_an_rgb_model(tmp_path):

@@ -1,7 +1,11 @@
 """Feature statistics: the reference estimator, exact merging, batching, storage."""
 
+import json
+import shutil
+
 import jax
 import numpy as np
+import PIL.Image
 import pytest
 from conftest import channels_last
 from hypothesis import given, settings
@@ -11,11 +15,14 @@ from iba_jax import stats as stats_module
 from iba_jax.bundle import (
     CorruptBundleError,
     ModelBundle,
+    StatsOfAnotherModelError,
+    content_checksum,
     load_feature_stats,
     save_bundle,
     save_feature_stats,
     stats_layers,
 )
+from iba_jax.cli import main
 from iba_jax.stats import Moments, batch_moments, estimate_feature_stats, finalize, merge_moments
 
 
@@ -114,6 +121,47 @@ def test_stats_are_stored_in_the_bundle(tmp_path, tiny_model, est_inputs):
     data.write_bytes(bytes(raw))
     with pytest.raises(CorruptBundleError, match="statistics"):
         load_feature_stats(tmp_path / "m", "denseblock3")
+
+
+def test_stats_of_other_weights_are_refused(tmp_path, tiny_model, est_inputs, capsys):
+    """Statistics copied beside other weights (or kept after retraining them in place) would
+    draw the bottleneck's noise from the wrong features, silently."""
+    net, variables = tiny_model
+    stats = estimate_feature_stats(net, variables, [est_inputs], "denseblock3")
+    save_bundle(tmp_path / "a", ModelBundle(net.config, variables, ("a", "b", "c")))
+    save_feature_stats(tmp_path / "a", "denseblock3", stats)
+    other = jax.tree.map(lambda v: v * 1.01, variables)
+    save_bundle(tmp_path / "b", ModelBundle(net.config, other, ("a", "b", "c")))
+    shutil.copytree(tmp_path / "a" / "stats", tmp_path / "b" / "stats")
+    with pytest.raises(
+        StatsOfAnotherModelError,
+        match=r"stats: the 'denseblock3' statistics in .*b' were estimated for other weights",
+    ):
+        load_feature_stats(tmp_path / "b", "denseblock3")
+    shared = load_feature_stats(tmp_path / "b", "denseblock3", allow_other_model=True)
+    np.testing.assert_array_equal(shared.mean, stats.mean)
+    image = tmp_path / "x.png"
+    PIL.Image.new("L", (80, 80)).save(image)
+    explain = ["explain", str(image), "--model", str(tmp_path / "b"), "--out", str(tmp_path / "o")]
+    assert main(explain) == 2
+    assert "were estimated for other weights" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+    # Statistics of an older iba-jax record no model: read, with a warning.
+    record = tmp_path / "a" / "stats" / "denseblock3" / "stats.json"
+    legacy = json.loads(record.read_text())
+    del legacy["model_sha256"]
+    save_feature_stats(tmp_path / "a", "denseblock3", stats)  # fresh arrays, then the old record
+    _resign(record, legacy)
+    with pytest.warns(UserWarning, match="record no model checksum"):
+        load_feature_stats(tmp_path / "a", "denseblock3")
+
+
+def _resign(record, metadata):
+    """Writes ``metadata`` as the record with a checksum that matches its arrays."""
+    arrays = load_feature_stats(record.parents[2], record.parent.name, allow_other_model=True)
+    metadata = {k: v for k, v in metadata.items() if k != "sha256"}
+    digest = content_checksum(metadata, arrays._asdict())
+    record.write_text(json.dumps({**metadata, "sha256": digest}))
 
 
 def test_a_second_estimate_of_the_same_shapes_does_not_recompile(tiny_model, est_inputs):

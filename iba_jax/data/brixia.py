@@ -24,9 +24,8 @@ import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
-from iba_jax import checks
 from iba_jax.data import preprocess
-from iba_jax.data.building import BAD_IMAGE_POLICIES, BadImages
+from iba_jax.data.building import BadImages, ChoosesBadImagePolicy
 from iba_jax.data.splits import split_patients
 
 METADATA_FILE = "metadata_global_v2.csv"
@@ -158,14 +157,12 @@ class BrixiaConfig(tfds.core.BuilderConfig):
       train_fraction, validation_fraction: shares of the non-consensus patients; the rest
         (plus every consensus patient's other images) is ``test``.
       seed: the seed of the patient-wise cut.
-      on_bad_image: "fail" or "skip" (listed in ``info.metadata["skipped_images"]``).
     """
 
     image_size: int = 224
     train_fraction: float = 0.7
     validation_fraction: float = 0.1
     seed: int = 0
-    on_bad_image: str = "fail"
 
     def __post_init__(self) -> None:
         if min(self.train_fraction, self.validation_fraction) < 0 or (
@@ -175,7 +172,6 @@ class BrixiaConfig(tfds.core.BuilderConfig):
                 "train_fraction, validation_fraction: expected non-negative shares summing to "
                 f"at most 1; got {self.train_fraction} and {self.validation_fraction}."
             )
-        checks.check_choice("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
 
     @property
     def fractions(self) -> dict[str, float]:
@@ -183,7 +179,7 @@ class BrixiaConfig(tfds.core.BuilderConfig):
         return {"train": self.train_fraction, "validation": self.validation_fraction, "test": test}
 
 
-class Brixia(tfds.core.GeneratorBasedBuilder):
+class Brixia(ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
     """BrixIA: 4,695 COVID-19 chest radiographs with six lung-zone severity scores."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -233,7 +229,7 @@ class Brixia(tfds.core.GeneratorBasedBuilder):
             )
         records = read_metadata(metadata)
         files = {p.name: p for p in root.rglob("*.dcm")}
-        bad = BadImages(self.builder_config.on_bad_image, self.info.metadata)
+        bad = BadImages(self.on_bad_image, self.info.metadata)
         splits = assign_splits(records, self.builder_config.fractions, self.builder_config.seed)
         return {  # a split with no rows (a partial download, say) is left out
             name: self._generate_examples(split, files, root, bad)

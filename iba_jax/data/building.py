@@ -23,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import logging
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
 
 from iba_jax import checks
 
@@ -40,6 +41,7 @@ BUILDER_MODULES = {
     "cxr_phantoms": "iba_jax.data.phantoms",
 }
 BAD_IMAGE_POLICIES = ("fail", "skip")
+_LOG = logging.getLogger(__name__)
 FILE_FORMAT = "array_record"
 
 
@@ -62,7 +64,19 @@ class BadImages:
         if self.policy == "fail":
             raise error
         self.metadata["skipped_images"][name] = str(error)
-        logging.warning("Skipping image %s: %s", name, error)
+        _LOG.warning("Skipping image %s: %s", name, error)
+
+
+class ChoosesBadImagePolicy:
+    """A builder of a downloaded release: what to do with an image it cannot read is chosen
+    per build (``on_bad_image``), not by the builder config, so that a build that skips bad
+    images keeps the config's name (TFDS refuses a custom config named like a registered one).
+    What was skipped is in the built data set's metadata."""
+
+    def __init__(self, *, on_bad_image: str = "fail", **kwargs: Any) -> None:
+        checks.check_choice("on_bad_image", on_bad_image, BAD_IMAGE_POLICIES)
+        self.on_bad_image = on_bad_image
+        super().__init__(**kwargs)
 
 
 def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
@@ -79,6 +93,7 @@ def build(
     data_dir: str | os.PathLike[str],
     config: str | tfds.core.BuilderConfig | None = None,
     manual_dir: str | os.PathLike[str] | None = None,
+    on_bad_image: str = "fail",
     progress: bool = False,
 ) -> tfds.core.DatasetBuilder:
     """Builds (or finds already built) one of the data sets under ``data_dir``.
@@ -89,24 +104,74 @@ def build(
       config: a builder config or its name (the builder's first by default).
       manual_dir: the folder holding the downloaded release (NIH, BrixIA); the phantoms need
         none.
-      progress: show TFDS' messages and progress bars (the command line does); by default the
-        build is silent, except for the warnings about skipped images.
+      on_bad_image: for a release (NIH, BrixIA), "fail" at a missing or unreadable image or
+        "skip" it (listed in ``info.metadata["skipped_images"]``).
+      progress: show TFDS' progress bars (the command line does); by default the build is
+        silent, except for the warnings about skipped images.
 
     Returns:
       The prepared builder; its ``info`` lists splits, features and skipped images.
     """
-    builder = builder_class(name)(
-        config=config, data_dir=os.fspath(data_dir), file_format=FILE_FORMAT
-    )
-    download_config = tfds.download.DownloadConfig(
-        manual_dir=None if manual_dir is None else os.fspath(manual_dir)
-    )
-    if progress:
+    cls = builder_class(name)
+    data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ValueError(
+            f"data_dir: expected a folder for the built data sets; {data_dir} is a file."
+        )
+    options: dict[str, Any] = {}
+    if issubclass(cls, ChoosesBadImagePolicy):
+        options["on_bad_image"] = on_bad_image
+    elif on_bad_image != "fail":
+        raise ValueError(
+            f"on_bad_image: {name} generates its images and reads none; got {on_bad_image!r}."
+        )
+    with _quiet_tfds(progress):
+        builder = cls(
+            config=config, data_dir=os.fspath(data_dir), file_format=FILE_FORMAT, **options
+        )
+        if not builder.is_prepared() and issubclass(cls, ChoosesBadImagePolicy):
+            _check_manual_dir(name, manual_dir, cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
+        download_config = tfds.download.DownloadConfig(
+            manual_dir=None if manual_dir is None else os.fspath(manual_dir)
+        )
         builder.download_and_prepare(download_config=download_config)
-    else:  # TFDS prints to stdout and draws tqdm bars on stderr; logging is not redirected
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            builder.download_and_prepare(download_config=download_config)
     return builder
+
+
+@contextlib.contextmanager
+def _quiet_tfds(progress: bool) -> Iterator[None]:
+    """TFDS' chatter off: what it prints ("Downloading and preparing dataset Unknown size",
+    wrong for an offline build) and logs below errors (e.g. that a folder not built yet has no
+    dataset_info.json); its progress bars (stderr) only with ``progress``. Skipped images are
+    still reported (``BadImages`` logs through Python's logging, not absl's)."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            if progress:
+                yield
+            else:
+                with contextlib.redirect_stderr(io.StringIO()):
+                    yield
+    finally:
+        absl_logger.setLevel(level)
+
+
+def _check_manual_dir(
+    name: str, manual_dir: str | os.PathLike[str] | None, instructions: str
+) -> None:
+    """A release's folder must exist and hold something; else one line of what to do."""
+    how = " ".join(instructions.split())
+    if manual_dir is None:
+        raise ValueError(
+            f"manual_dir: {name} is built from its downloaded release; got none. {how}"
+        )
+    folder = Path(manual_dir)
+    if not folder.is_dir():
+        raise ValueError(f"manual_dir: {folder} is not a folder. {how}")
+    if not any(folder.iterdir()):
+        raise ValueError(f"manual_dir: {folder} is empty. {how}")
 
 
 def data_source(

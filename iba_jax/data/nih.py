@@ -23,9 +23,8 @@ import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
-from iba_jax import checks
 from iba_jax.data import preprocess
-from iba_jax.data.building import BAD_IMAGE_POLICIES, BadImages
+from iba_jax.data.building import BadImages, ChoosesBadImagePolicy
 from iba_jax.data.splits import split_patients
 from iba_jax.labels import NIH14
 
@@ -196,15 +195,12 @@ class NihConfig(tfds.core.BuilderConfig):
       labels: the findings of the multi-hot ``labels`` feature, in this order.
       validation_fraction: the share of train_val_list's patients that form ``validation``.
       seed: the seed of that patient-wise cut.
-      on_bad_image: "fail" (stop at a missing or unreadable image) or "skip" (leave it out and
-        list it in ``info.metadata["skipped_images"]``).
     """
 
     image_size: int = 224
     labels: tuple[str, ...] = NIH14
     validation_fraction: float = 0.1
     seed: int = 0
-    on_bad_image: str = "fail"
 
     def __post_init__(self) -> None:
         unknown = set(self.labels) - set(NIH14)
@@ -214,10 +210,9 @@ class NihConfig(tfds.core.BuilderConfig):
             raise ValueError(
                 f"validation_fraction: expected a share in [0, 1); got {self.validation_fraction}."
             )
-        checks.check_choice("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
 
 
-class NihChestXray14(tfds.core.GeneratorBasedBuilder):
+class NihChestXray14(ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
     """NIH ChestX-ray14: 112,120 frontal chest radiographs, 14 findings, 984 boxes."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -279,7 +274,7 @@ class NihChestXray14(tfds.core.GeneratorBasedBuilder):
             (str(records[n].patient_id) for n in train_val), fractions, seed=cfg.seed
         )
         images = find_images(root)
-        bad = BadImages(cfg.on_bad_image, self.info.metadata)
+        bad = BadImages(self.on_bad_image, self.info.metadata)
 
         def examples(names: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
             return self._generate_examples([records[n] for n in names], boxes, images, root, bad)

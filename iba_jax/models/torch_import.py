@@ -24,6 +24,7 @@ loaded partially.
 from __future__ import annotations
 
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,18 +65,42 @@ def load_state_dict(path: str | Path) -> StateDict:
         raise FileNotFoundError(f"path: expected a weights file; {str(path)!r} does not exist.")
     name = path.name.lower()
     if name.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                if not hasattr(archive, "files"):
+                    raise ValueError("it holds one array, not named tensors")
+                return {k: archive[k] for k in archive.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise ValueError(
+                f"path: {path.name!r} is not a .npz archive of tensors ({err})."
+            ) from err
     if name.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        return dict(load_file(path))
+        try:
+            return dict(load_file(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"path: {path.name!r} is not a safetensors file ({err}).") from err
     if name.endswith((".pt", ".pth", ".pth.tar", ".ckpt")):
         return _load_torch_file(path)
     raise ValueError(f"path: expected a .npz, .safetensors, .pt or .pth file; got {path.name!r}.")
 
 
+def _is_torch_file(path: Path) -> bool:
+    """A file torch.save wrote: a zip archive (torch >= 1.6) or a pickle (older; protocol 2+
+    starts with 0x80)."""
+    with path.open("rb") as f:
+        start = f.read(2)
+    return zipfile.is_zipfile(path) or (len(start) == 2 and start[0] == 0x80 and start[1] >= 2)
+
+
 def _load_torch_file(path: Path) -> StateDict:
+    if not _is_torch_file(path):
+        raise ValueError(
+            f"path: {path.name!r} is not a torch file (neither the zip archive nor the pickle "
+            "that torch.save writes)."
+        )
     try:
         import torch
     except ImportError as err:
@@ -228,7 +253,12 @@ def variables_from_state_dict(
         for k in set(expected) & set(sd)
         if not np.issubdtype(sd[k].dtype, np.floating)
     )
-    if missing or unexpected or mismatched or not_float:
+    not_finite = sorted(
+        f"{k}: {np.size(sd[k]) - np.count_nonzero(np.isfinite(sd[k]))} of {np.size(sd[k])}"
+        for k in set(expected) & set(sd)
+        if np.issubdtype(sd[k].dtype, np.floating) and not np.all(np.isfinite(sd[k]))
+    )
+    if missing or unexpected or mismatched or not_float or not_finite:
         parts = [
             _listing(title, items)
             for title, items in (
@@ -236,6 +266,7 @@ def variables_from_state_dict(
                 ("unexpected keys", unexpected),
                 ("shape mismatches", mismatched),
                 ("non-float tensors", not_float),
+                ("tensors with NaN or infinite values", not_finite),
             )
             if items
         ]

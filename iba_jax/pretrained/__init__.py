@@ -17,6 +17,7 @@ and the phantom benchmark explain.
 from __future__ import annotations
 
 import importlib.resources
+import os
 from pathlib import Path
 
 from iba_jax import checks
@@ -29,6 +30,24 @@ def pretrained_dir(name: str) -> Path:
     """The folder of a shipped model bundle (for commands that take ``--model DIR``)."""
     checks.check_choice("name", name, PRETRAINED)
     return Path(str(importlib.resources.files(__name__) / name))
+
+
+def model_dir(model: str | os.PathLike[str]) -> Path:
+    """A model bundle's folder from what a user names: a folder, or a shipped model's name
+    (``PRETRAINED``) when no folder of that name exists here.
+
+    Raises:
+      FileNotFoundError: naming the shipped models, when ``model`` is neither.
+    """
+    path = Path(model)
+    if path.exists():
+        return path
+    if os.fspath(model) in PRETRAINED:
+        return pretrained_dir(os.fspath(model))
+    raise FileNotFoundError(
+        f"model: {os.fspath(model)!r} is neither a model bundle folder nor a shipped model "
+        f"({', '.join(PRETRAINED)})."
+    )
 
 
 def load_pretrained(name: str) -> ModelBundle:
