@@ -17,6 +17,7 @@ from iba_jax.bundle import (
     CorruptBundleError,
     InputSpec,
     ModelBundle,
+    StatsOfAnotherModelError,
     load_bundle,
     load_feature_stats,
     save_bundle,
@@ -49,7 +50,7 @@ from iba_jax.objectives import (
     target_bce,
     vector_bce,
 )
-from iba_jax.pretrained import load_pretrained
+from iba_jax.pretrained import load_pretrained, pretrained_dir
 from iba_jax.sharding import local_mesh
 from iba_jax.stats import FeatureStats, estimate_feature_stats
 
@@ -70,6 +71,7 @@ __all__ = [
     "RegressionMaximisation",
     "SquaredError",
     "StateDictMismatchError",
+    "StatsOfAnotherModelError",
     "attribute",
     "attribution_maps",
     "binarize",
@@ -89,6 +91,7 @@ __all__ = [
     "load_state_dict",
     "local_mesh",
     "multilayer_iba",
+    "pretrained_dir",
     "regression_iba",
     "resize_bilinear_mirror",
     "save_bundle",

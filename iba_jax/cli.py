@@ -243,10 +243,10 @@ def _explain(args: argparse.Namespace) -> int:
     bundle = load_bundle(model)
     method = explain.method_name(args.method)
     explain.check_target(bundle, args.target)
-    writable_folder(args.out)
     stats = evaluation.load_stats(
         model, methods.METHODS[method].layers, allow_other_model=args.allow_other_model_stats
     )
+    writable_folder(args.out)
     _join_job(args)
     if args.images:
         inputs = explain.file_inputs(bundle, args.images)

@@ -15,8 +15,8 @@ used by Inverse IBA. A new objective is a few lines, for example a weighted sum 
 classes::
 
     def two_findings(logits, target):
-        del target  # fixed classes
-        return 0.7 * target_bce(logits, 4) + 0.3 * target_bce(logits, 5)
+        del target  # fixed classes (an index past the model's outputs is refused)
+        return 0.7 * target_bce(logits, 0) + 0.3 * target_bce(logits, 2)
 
     maps, aux = iba(net, variables, stats, images, targets, layer="denseblock3",
                     model_loss=two_findings)

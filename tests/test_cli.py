@@ -1,10 +1,13 @@
 """The `iba-jax` command: convert and build-data (the others have their own test files)."""
 
+import logging
+
 import numpy as np
 import pytest
 
 from iba_jax.bundle import load_bundle
 from iba_jax.cli import main
+from iba_jax.data import building  # noqa: F401 (installs the log filter under test)
 from iba_jax.models import DenseNet
 from iba_jax.models.torch_import import variables_from_state_dict
 from iba_jax.pretrained import pretrained_dir
@@ -179,3 +182,11 @@ def test_build_data_names_what_to_download_in_one_line(tmp_path, capsys):
     build = ["build-data", "cxr_phantoms", "--config", "regression_64_mini"]
     assert main([*build, "--data-dir", str(tmp_path / "file")]) == 2
     assert "data_dir: expected a folder for the built data sets;" in capsys.readouterr().err
+
+
+def test_tfds_advice_to_install_opencv_is_not_shown(caplog):
+    absl = logging.getLogger("absl")
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        absl.warning("OpenCV is not installed. We recommend using OpenCV because it is faster")
+        absl.warning("a warning that matters")
+    assert "OpenCV" not in caplog.text and "a warning that matters" in caplog.text

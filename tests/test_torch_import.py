@@ -2,6 +2,7 @@
 
 import re
 import sys
+import zipfile
 
 import jax
 import numpy as np
@@ -126,7 +127,8 @@ def test_unknown_suffix_and_missing_file(tmp_path):
 
 
 def test_pt_without_torch_explains_the_export(tmp_path, monkeypatch):
-    (tmp_path / "w.pth").write_bytes(b"not read")
+    with zipfile.ZipFile(tmp_path / "w.pth", "w") as archive:  # as torch.save writes, not read
+        archive.writestr("w/data.pkl", b"")
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     with pytest.raises(ImportError, match=r"needs torch.*np\.savez"):
         load_state_dict(tmp_path / "w.pth")

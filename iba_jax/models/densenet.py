@@ -318,10 +318,10 @@ class DenseNet:
         return self.config.layer_names
 
     def init(self, key: jax.Array, image_size: int = 224) -> Variables:
-        """Fresh variables ``{"params", "batch_stats"}`` (torchvision's initialisation)."""
-        x = jnp.zeros((1, image_size, image_size, self.config.in_channels), jnp.float32)
-        variables = self._module.init(key, x, start=None, stops=(_CLASSIFIER,), train=False)
-        return dict(variables)
+        """Fresh variables ``{"params", "batch_stats"}`` (torchvision's initialisation), made
+        by one compiled program per config and image size (eagerly, each of the network's
+        operations would compile on its own, which takes longer)."""
+        return _initial_variables(self, key, image_size)
 
     def abstract_variables(self) -> Variables:
         """The variables' tree of ``jax.ShapeDtypeStruct``, computed without allocating them."""
@@ -407,6 +407,12 @@ class DenseNet:
         checks.check_image_batch(
             "x", x, channels=self.config.in_channels, min_size=self.config.min_image_size
         )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _initial_variables(model: DenseNet, key: jax.Array, image_size: int) -> Variables:
+    x = jnp.zeros((1, image_size, image_size, model.config.in_channels), jnp.float32)
+    return dict(model._module.init(key, x, start=None, stops=(_CLASSIFIER,), train=False))
 
 
 @functools.partial(jax.jit, static_argnums=0)
