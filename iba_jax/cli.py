@@ -177,8 +177,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"--model: expected folders with different names; got {args.model}.")
-    out = writable_folder(args.out)
     _join_job(args)
+    out = writable_folder(args.out)
     source = _split_of(args)
     results = out / "results.csv"
     start = time.perf_counter()

@@ -42,7 +42,13 @@ import numpy as np
 from jax.sharding import Mesh
 
 from iba_jax import checks, distributed, report_plots
-from iba_jax.bundle import ModelBundle, bundle_checksum, load_feature_stats, stats_layers
+from iba_jax.bundle import (
+    ModelBundle,
+    bundle_checksum,
+    load_feature_stats,
+    stats_checksum,
+    stats_layers,
+)
 from iba_jax.data.brixia import DETECTOR_LABELS, detector_zones
 from iba_jax.data.preprocess import unit_range
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps, target_key
@@ -215,29 +221,42 @@ def settings_path(results: Path) -> Path:
     return results.with_suffix(".settings.json")
 
 
-def _check_settings(path: Path, model_name: str, bundle: ModelBundle, config: EvaluationConfig):
-    """Records the model's checksum and the settings its rows are computed with (process 0),
-    or, resuming, refuses to mix rows of other weights or settings into the file (methods,
-    limit and cases per call may change: they choose rows or batching, not values)."""
+def _check_settings(
+    path: Path,
+    model_name: str,
+    bundle: ModelBundle,
+    config: EvaluationConfig,
+    stats: dict[str, FeatureStats],
+):
+    """Records the checksums of the model and its statistics and the settings its rows are
+    computed with (process 0), or, resuming, refuses to mix rows of other weights, statistics
+    or settings into the file (methods, limit and cases per call may change: they choose rows
+    or batching, not values)."""
     recorded_path = settings_path(path)
     recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else {}
     values = dataclasses.asdict(config)
     del values["methods"], values["limit"], values["cases_per_call"]
-    mine = {"model_sha256": bundle_checksum(bundle), **values}
+    mine = {
+        "model_sha256": bundle_checksum(bundle),
+        # Per layer: a resumed run may add methods, and with them the statistics of more layers.
+        **{f"stats_sha256/{layer}": stats_checksum({layer: stats[layer]}) for layer in stats},
+        **values,
+    }
     mine = json.loads(json.dumps(mine))  # as it reads back (tuples as lists)
-    if model_name in recorded:
-        before = recorded[model_name]
-        changed = sorted(k for k in set(before) | set(mine) if before.get(k) != mine.get(k))
-        if changed:
-            raise ValueError(
-                f"results: the rows of model {model_name!r} in {path} were computed with other "
-                f"{', '.join(changed)} ({', '.join(f'{k}={before.get(k)!r}' for k in changed)}"
-                "); evaluate into a new file, or with the same model and settings."
-            )
+    before = recorded.get(model_name, {})
+    compared = (set(before) | set(mine)) if before else set()
+    compared -= {k for k in compared if k.startswith("stats_sha256/") and k not in before}
+    compared -= {k for k in compared if k.startswith("stats_sha256/") and k not in mine}
+    changed = sorted(k for k in compared if before.get(k) != mine.get(k))
+    if changed:
+        raise ValueError(
+            f"results: the rows of model {model_name!r} in {path} were computed with other "
+            f"{', '.join(changed)} ({', '.join(f'{k}={before.get(k)!r}' for k in changed)}"
+            "); evaluate into a new file, or with the same model and settings."
+        )
+    if jax.process_index() != 0 or set(mine) <= set(before):
         return
-    if jax.process_index() != 0:
-        return
-    recorded[model_name] = mine
+    recorded[model_name] = {**mine, **before}
     partial = recorded_path.with_suffix(".json.partial")
     partial.write_text(json.dumps(recorded, indent=2, sort_keys=True))
     partial.replace(recorded_path)
@@ -292,7 +311,7 @@ def evaluate(
     """
     path = Path(results)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _check_settings(path, model_name, bundle, config)
+    _check_settings(path, model_name, bundle, config, stats)
     done = {_row_key(row) for row in distributed.all_rows(path)}
     out = distributed.part_path(path)
     count = len(source) if config.limit is None else min(config.limit, len(source))

@@ -121,6 +121,9 @@ def test_rows_summary_and_a_crash_resumed(setting, tmp_path):
         evaluation.evaluate(
             bundle=other_weights, source=source, results=path, config=CONFIG, stats=stats
         )
+    other_stats = {k: v._replace(mean=v.mean + 0.1) for k, v in stats.items()}
+    with pytest.raises(ValueError, match="other stats_sha256/denseblock3"):
+        evaluation.evaluate(bundle, source, path, CONFIG, other_stats)
     assert rows(path) == resumed  # refused before touching the file
     sensitivity = [float(r[c]) for r in expected for c in evaluation.SENSITIVITY_COLUMNS]
     assert np.isfinite(sensitivity).mean() > 0.9  # NaN only where a map is constant on subsets

@@ -65,6 +65,10 @@ def load_state_dict(path: str | Path) -> StateDict:
         raise FileNotFoundError(f"path: expected a weights file; {str(path)!r} does not exist.")
     name = path.name.lower()
     if name.endswith(".npz"):
+        if not zipfile.is_zipfile(path):  # numpy would call it pickled data, and suggest unpickling
+            raise ValueError(
+                f"path: {path.name!r} is not a .npz archive of tensors (not a zip file)."
+            )
         try:
             with np.load(path, allow_pickle=False) as archive:
                 if not hasattr(archive, "files"):
@@ -258,20 +262,22 @@ def variables_from_state_dict(
         for k in set(expected) & set(sd)
         if np.issubdtype(sd[k].dtype, np.floating) and not np.all(np.isfinite(sd[k]))
     )
-    if missing or unexpected or mismatched or not_float or not_finite:
-        parts = [
-            _listing(title, items)
-            for title, items in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", mismatched),
-                ("non-float tensors", not_float),
-                ("tensors with NaN or infinite values", not_finite),
-            )
-            if items
-        ]
+    problems = [
+        (title, items)
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+            ("non-float tensors", not_float),
+            ("tensors with NaN or infinite values", not_finite),
+        )
+        if items
+    ]
+    if problems:
+        counts = "; ".join(f"{len(items)} {title}" for title, items in problems)
         raise StateDictMismatchError(
-            f"state_dict does not fit {config}; nothing was loaded.\n" + "\n".join(parts)
+            f"state_dict does not fit {config} ({counts}); nothing was loaded.\n"
+            + "\n".join(_listing(title, items) for title, items in problems)
         )
 
     def convert(path: tuple[Any, ...], _: Any) -> np.ndarray:
