@@ -1,6 +1,7 @@
 """``iba-jax explain``: PNG, JPEG and DICOM in; maps, overlays and records out; bad files named."""
 
 import json
+import subprocess
 
 import jax
 import numpy as np
@@ -216,14 +217,22 @@ def test_maps_do_not_depend_on_the_order_of_the_inputs(files, tmp_path):
 def test_an_output_folder_that_cannot_be_written_is_refused_first(files, tmp_path, capsys):
     folder, _ = files
     (tmp_path / "file").write_text("")
-    for out, message in (
+    cases = [
         (tmp_path / "file", "out: expected a folder; "),
         (tmp_path / "file" / "under", "out: cannot write into "),
-    ):
-        args = ["explain", str(folder / "scan.png"), "--model", str(MODEL), "--out", str(out)]
-        assert main(args) == 2
-        err = capsys.readouterr().err
-        assert message in err and len(err.strip().splitlines()) == 1
+    ]
+    immutable = tmp_path / "immutable"  # even root cannot write here (a read-only folder is
+    immutable.mkdir()  # no test as root)
+    if subprocess.run(["chattr", "+i", str(immutable)], capture_output=True).returncode == 0:
+        cases.append((immutable, "(Operation not permitted)"))
+    try:
+        for out, message in cases:
+            args = ["explain", str(folder / "scan.png"), "--model", str(MODEL), "--out", str(out)]
+            assert main(args) == 2
+            err = capsys.readouterr().err
+            assert message in err and len(err.strip().splitlines()) == 1, err
+    finally:
+        subprocess.run(["chattr", "-i", str(immutable)], capture_output=True)
 
 
 def test_a_data_set_split_explained_for_an_rgb_model(tmp_path):

@@ -240,6 +240,8 @@ def check_radiograph(ds: Any, name: str) -> None:
     """Raises unless the DICOM dataset ``ds`` is one grayscale projection radiograph: other
     modalities (CT, MR, SEG, ...), colour or palette images and several frames are refused with
     what they are; an unspecified modality (none, or OT) is read with a warning."""
+    if "PixelData" not in ds:
+        raise UnreadableImageError(f"{name}: not a readable DICOM image (it holds no pixel data).")
     modality = str(ds.get("Modality", "")).strip().upper()
     if modality not in RADIOGRAPH_MODALITIES + UNSPECIFIED_MODALITIES:
         raise UnreadableImageError(
