@@ -871,6 +871,7 @@ def run_all(folder: Path) -> list[tuple[Case, Outcome]]:
     for case in cases():
         outcome = case.run(folder)
         message = outcome.message.replace(str(folder.resolve()), "DIR").replace(str(folder), "DIR")
+        message = message.replace(str(Path(ij.__file__).parent), "iba_jax")  # where installed
         results.append((case, dataclasses.replace(outcome, message=message)))
     return results
 
