@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import io
+import json
 import os
 import shutil
 import sys
@@ -902,6 +903,7 @@ def main_(argv: list[str] | None = None) -> int:
     print(f"{len(results)} cases, {len(failed)} not as expected")
     for case, outcome in failed:
         print(f"  {case.given}: {outcome.problem or 'message'}: {outcome.message}")
+    print(json.dumps({"cases": len(results), "not_as_expected": len(failed)}))
     if args.write:
         page = ROOT / "docs" / "robustness.md"
         head = page.read_text().split("<!-- table -->")[0]

@@ -226,7 +226,9 @@ def _check_settings(out: Path, record: dict[str, Any]) -> None:
         partial.replace(path)
 
 
-def _names(inputs: Sequence[Input], identities: Mapping[int, str], earlier: Sequence[dict]):
+def _names(
+    inputs: Sequence[Input], identities: Mapping[int, str], earlier: Sequence[dict]
+) -> Callable[[int], str]:
     """Output stems: an input explained before keeps its stem; a new one whose stem another
     input took in an earlier run gets its identity's hash appended."""
     name_of = {row["identity"]: row["name"] for row in earlier if row["name"]}
