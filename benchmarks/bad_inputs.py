@@ -38,6 +38,9 @@ from iba_jax.data import phantoms, preprocess
 from iba_jax.pretrained import pretrained_dir
 
 ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from dicom_files import write_dicom  # noqa: E402 (the tests' DICOM writer)
+
 MODEL = "phantoms_cls"
 
 
@@ -132,7 +135,9 @@ def prepare(folder: Path) -> None:
         ("palette.dcm", {"photometric": "PALETTE COLOR"}),
         ("frames.dcm", {"frames": 3}),
     ):
-        _write_dicom(folder / name, pixels.astype(np.uint16) * 16, **kind)
+        stored = pixels.astype(np.uint16) * 16  # 12-bit values
+        frames = kind.pop("frames", None)
+        write_dicom(folder / name, np.stack([stored] * frames) if frames else stored, **kind)
     (folder / "file").write_text("")
     (folder / "text.safetensors").write_text("not tensors")
     (folder / "random.pt").write_bytes(bytes(range(7, 200)))
@@ -158,30 +163,6 @@ def prepare(folder: Path) -> None:
         bundle.config, bundle.variables, bundle.label_names, ij.InputSpec.named("none", 64)
     )
     ij.save_bundle(folder / "small", small)
-
-
-def _write_dicom(
-    path: Path, stored: np.ndarray, *, modality="CR", photometric="MONOCHROME2", frames=1
-) -> None:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
-    ds.Modality = modality
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    ds.PixelData = np.tile(stored.astype(np.uint16), (frames, 1, 1)).tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 # --------------------------------------------------------------------------- the cases

@@ -4,7 +4,8 @@ import gzip
 
 import numpy as np
 import pytest
-from conftest import DATA, write_dicom
+from conftest import DATA
+from dicom_files import write_dicom
 
 from iba_jax.cli import main
 from iba_jax.data import brixia, building

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import PIL.Image
 import pytest
-from conftest import write_dicom
+from dicom_files import write_dicom
 
 from iba_jax import explain
 from iba_jax.attribute import IBAConfig
