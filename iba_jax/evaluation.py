@@ -244,9 +244,12 @@ def _check_settings(
     }
     mine = json.loads(json.dumps(mine))  # as it reads back (tuples as lists)
     before = recorded.get(model_name, {})
-    compared = (set(before) | set(mine)) if before else set()
-    compared -= {k for k in compared if k.startswith("stats_sha256/") and k not in before}
-    compared -= {k for k in compared if k.startswith("stats_sha256/") and k not in mine}
+    # A layer's statistics are compared only where both runs used that layer.
+    compared = {
+        k
+        for k in (set(before) | set(mine) if before else ())
+        if not k.startswith("stats_sha256/") or (k in before and k in mine)
+    }
     changed = sorted(k for k in compared if before.get(k) != mine.get(k))
     if changed:
         raise ValueError(

@@ -66,10 +66,13 @@ def method_name(name: str) -> str:
     return full
 
 
-def model_image(bundle: ModelBundle, path: str | os.PathLike[str]) -> np.ndarray:
-    """The file as the model's stored input: uint8 ``(S, S, C)``, S the bundle's image size,
-    C its channels (colour averaged to gray for 1-channel models, gray repeated for RGB)."""
-    pixels = read_image(path)
+def model_image(
+    bundle: ModelBundle, source: str | os.PathLike[str] | bytes, *, name: str | None = None
+) -> np.ndarray:
+    """The file (a path, or its bytes and ``name``) as the model's stored input: uint8
+    ``(S, S, C)``, S the bundle's image size, C its channels (colour averaged to gray for
+    1-channel models, gray repeated for RGB)."""
+    pixels = read_image(source, name=name)
     channels = bundle.config.in_channels
     if pixels.ndim == 3 and channels == 1:
         pixels = pixels.mean(axis=-1)
@@ -119,20 +122,21 @@ def check_target(bundle: ModelBundle, target: str) -> None:
 
 class Input(NamedTuple):
     """One image to explain: the stem of its output files, where it comes from (a file's
-    path or a data set example), how to read it as the model's stored input (uint8), and its
-    identity (what its maps depend on: a file's path and content hash, a data set example's
-    name), the key under which finished maps are found again."""
+    path or a data set example), and how to load it: ``load()`` gives its identity (what its
+    maps depend on: a file's path and content hash, a data set example's name; the key under
+    which finished maps are found again) and the model's stored input (uint8)."""
 
     name: str
     origin: str
-    read: Callable[[], np.ndarray]
-    identity: Callable[[], str]
+    load: Callable[[], tuple[str, np.ndarray]]
 
 
-def file_identity(path: str | os.PathLike[str]) -> str:
-    """A file's resolved path and the sha256 of its bytes: a changed file is a new input."""
-    digest = hashlib.sha256(read_file_bytes(path)).hexdigest()
-    return f"{Path(path).resolve()}#sha256={digest}"
+def _load_file(bundle: ModelBundle, path: str | os.PathLike[str]) -> tuple[str, np.ndarray]:
+    """A file's identity (its resolved path and the sha256 of its bytes: a changed file is a
+    new input) and its pixels, from one read of the file."""
+    data = read_file_bytes(path)
+    identity = f"{Path(path).resolve()}#sha256={hashlib.sha256(data).hexdigest()}"
+    return identity, model_image(bundle, data, name=os.fspath(path))
 
 
 def identity_number(identity: str) -> int:
@@ -150,12 +154,7 @@ def file_inputs(bundle: ModelBundle, paths: Sequence[str | os.PathLike[str]]) ->
         seen[stem] = seen.get(stem, 0) + 1
         stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return [
-        Input(
-            stem,
-            str(Path(path).resolve()),
-            functools.partial(model_image, bundle, path),
-            functools.partial(file_identity, path),
-        )
+        Input(stem, str(Path(path).resolve()), functools.partial(_load_file, bundle, path))
         for stem, path in zip(stems, paths, strict=True)
     ]
 
@@ -167,7 +166,7 @@ def dataset_inputs(source: Sequence[dict[str, Any]], split: str, origin: str) ->
     for i in range(len(source)):
         where = f"{origin}:{split}[{i}]"
         inputs.append(
-            Input(f"{split}_{i:06d}", where, lambda i=i: source[i]["image"], lambda w=where: w)
+            Input(f"{split}_{i:06d}", where, lambda i=i, w=where: (w, source[i]["image"]))
         )
     return inputs
 
@@ -332,8 +331,8 @@ def explain(
         readable, pixels = [], []
         for i in batch:
             try:
-                identities[i] = inputs[i].identity()
-                pixels.append(_checked_pixels(bundle, inputs[i].read()))
+                identities[i], stored = inputs[i].load()
+                pixels.append(_checked_pixels(bundle, stored))
                 readable.append(i)
             except (OSError, ValueError, UnreadableImageError) as error:
                 result.failed.append((inputs[i].origin, str(error)))

@@ -113,7 +113,7 @@ def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
     return Path(path).read_bytes()
 
 
-def read_image(source: str | os.PathLike[str] | bytes) -> np.ndarray:
+def read_image(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> np.ndarray:
     """Decodes a PNG (8 or 16 bit), JPEG or DICOM file to float32 pixels in [0, 1].
 
     8-bit images are divided by 255. 16-bit grayscale PNGs are scaled by their own minimum and
@@ -124,6 +124,7 @@ def read_image(source: str | os.PathLike[str] | bytes) -> np.ndarray:
     Args:
       source: a path or the file's bytes. DICOM is recognised by its "DICM" marker, whatever
         the file is called.
+      name: the file's name for error messages (defaults to the path).
 
     Returns:
       ``(H, W)`` for grayscale images, ``(H, W, 3)`` for colour ones (an alpha channel is
@@ -134,7 +135,8 @@ def read_image(source: str | os.PathLike[str] | bytes) -> np.ndarray:
       UnreadableImageError: naming the file, when it cannot be decoded, is empty, is not a
         regular file, or is larger than ``MAX_FILE_BYTES`` or ``MAX_IMAGE_PIXELS``.
     """
-    name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+    if name is None:
+        name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
     data = source if isinstance(source, bytes) else read_file_bytes(source)
     if not data:
         raise UnreadableImageError(f"{name}: the file is empty.")
