@@ -102,7 +102,13 @@ def test_explain_command_writes_maps_overlays_and_records(files, tmp_path, capsy
             overlay = np.asarray(PIL.Image.open(out / f"{stem}.{name}.grad_cam.png").convert("L"))
             assert overlay.std() > 10  # drawn, not blank
     assert list(out.glob("scan.*.grad_cam.json")) and list(out.glob("notes.*")) == []
-    assert main(["explain", images[0], "--model", str(MODEL), "--target", "x", "--out", "o"]) == 2
+    refused = tmp_path / "refused"
+    assert (
+        main(["explain", images[0], "--model", str(MODEL), "--target", "x", "--out", str(refused)])
+        == 2
+    )
+    assert "--target: expected positives" in capsys.readouterr().err
+    assert not refused.exists()  # the target is checked before anything is written
 
 
 def test_iba_records_total_bits_and_batching_does_not_change_maps(files, tmp_path):
