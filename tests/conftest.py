@@ -14,27 +14,27 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
     os.environ["XLA_FLAGS"] = flags.strip()
 
-import jax  # after XLA_FLAGS
-import numpy as np
-import pytest
-
 # Full float32 matmuls/convolutions (the tolerances below assume them), and no silent rank
-# promotion (a classic source of wrong broadcasting).
-jax.config.update("jax_default_matmul_precision", "highest")
-jax.config.update("jax_numpy_rank_promotion", "raise")
-
+# promotion (a classic source of wrong broadcasting). Set in the environment, so that the
+# subprocesses and notebook kernels the tests start run under the same settings: JAX keys its
+# persistent cache on them, and a program a test compiled is then found by a subprocess.
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
 # One persistent compilation cache for the whole run: the pytest-xdist workers, the notebook
-# kernels and the subprocesses the tests start (they inherit the environment) compile each
-# model and method once instead of once per process. Keyed by the program and the jax version.
+# kernels and the subprocesses (they inherit the environment) compile each program once
+# instead of once per process. Every program, however small, is kept: most of the suite's
+# programs compile in well under a second, and both workers need many of the same ones.
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "iba-jax-test-compilation-cache")
 )
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update(
-    "jax_persistent_cache_min_compile_time_secs",
-    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
-)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import jax  # after the environment above
+import numpy as np
+import pytest
+
+assert jax.config.jax_default_matmul_precision == os.environ["JAX_DEFAULT_MATMUL_PRECISION"]
+assert jax.config.jax_compilation_cache_dir == os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 DATA = Path(__file__).parent / "data"
 
