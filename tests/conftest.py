@@ -72,6 +72,17 @@ def seeded_densenet121_state_dict(archive: dict[str, np.ndarray]) -> dict[str, n
     return state_dict
 
 
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files_under_basetemp(tmp_path_factory):
+    """Python's temporary folder, for this process, inside pytest's own (which pytest prunes):
+    TFDS leaves an empty folder in the temporary folder for every data set it builds."""
+    folder = tmp_path_factory.getbasetemp() / "tempfile"
+    folder.mkdir(exist_ok=True)
+    before, tempfile.tempdir = tempfile.tempdir, str(folder)
+    yield
+    tempfile.tempdir = before
+
+
 @pytest.fixture(scope="session")
 def tiny_reference():
     return load_fixture("densenet_tiny.npz")
