@@ -25,6 +25,7 @@ from iba_jax.bundle import (
     stats_layers,
 )
 from iba_jax.coiba import coiba
+from iba_jax.locality import LayerLocality, LocalityReport, layer_locality
 from iba_jax.maps import binarize, resize_bilinear_mirror, to_bits_map
 from iba_jax.memory import MemoryEstimate, iba_memory
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps
@@ -63,6 +64,8 @@ __all__ = [
     "FeatureStats",
     "IBAConfig",
     "InputSpec",
+    "LayerLocality",
+    "LocalityReport",
     "MemoryEstimate",
     "MethodSettings",
     "ModelBundle",
@@ -85,6 +88,7 @@ __all__ = [
     "iba",
     "iba_memory",
     "inverse_iba",
+    "layer_locality",
     "load_bundle",
     "load_feature_stats",
     "load_pretrained",

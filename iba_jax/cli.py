@@ -25,11 +25,12 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from iba_jax import demo, distributed, evaluation, explain, methods, sharding
+from iba_jax import checks, demo, distributed, evaluation, explain, methods, sharding
 from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
 from iba_jax.data import building
 from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
 from iba_jax.labels import LABEL_SETS, parse_label_names
+from iba_jax.locality import layer_locality, locality_markdown
 from iba_jax.metrics import localisation
 from iba_jax.models.densenet import ARCHITECTURES, HEADS
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
@@ -147,6 +148,49 @@ def _estimate(args: argparse.Namespace) -> None:
     print(
         f"estimated {', '.join(layers)} over {count} images in {time.perf_counter() - start:.1f} s"
         f"; stored in {args.model}/stats/"
+    )
+
+
+def _layer_locality(args: argparse.Namespace) -> None:
+    folder = model_dir(args.model)
+    bundle = load_bundle(folder)
+    source = _split_of(args)
+    _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
+    layers = tuple(name.strip() for name in args.layers.split(","))
+    checks.check_names("--layers", layers, bundle.model.layer_names)
+    stats = evaluation.load_stats(folder, layers, allow_other_model=args.allow_other_model_stats)
+    count = min(args.limit or len(source), len(source))
+    found = [
+        (case, source[case.index]["image"])
+        for index in range(count)
+        for case in evaluation.cases(source[index], index, bundle.label_names)
+    ]
+    if not found:
+        raise ValueError(
+            f"--limit: the {count} image(s) hold no region to measure (no positive label with "
+            "ground truth, no scored lung zone); use more images."
+        )
+    _compiling("the model from each layer")
+    report = layer_locality(
+        bundle.model,
+        bundle.variables,
+        stats,
+        _model_inputs_of(bundle, np.stack([image for _, image in found])),
+        np.stack([case.truth for case, _ in found]),
+        np.array([case.target for case, _ in found]),
+        layers=layers,
+        key=jax.random.key(args.seed),
+        samples=args.samples,
+    )
+    print(locality_markdown(report))
+    print(
+        f"{len(found)} regions in {count} images of {args.dataset}/{args.config} "
+        f"split {args.split}; "
+        + (
+            f"recommended layer: {report.recommended} (the deepest local one)"
+            if report.recommended
+            else "no candidate layer is local: maps there cannot point at these regions"
+        )
     )
 
 
@@ -495,6 +539,28 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--images", type=COUNT, default=2000, help="images to use at most")
     estimate.add_argument("--batch-size", type=COUNT, default=32)
     estimate.set_defaults(func=_estimate)
+
+    locality = _subcommand(
+        sub,
+        "layer-locality",
+        "measure which layers keep the evidence where the ground truth is (where maps can "
+        "localise): noise under the regions vs outside them",
+        "example:\n  iba-jax layer-locality --model phantoms_cls cxr_phantoms --config "
+        "classification_128 --data-dir ~/tfds --limit 100",
+    )
+    locality.add_argument("--model", required=True, help=MODEL_HELP)
+    locality.add_argument(
+        "--allow-other-model-stats",
+        action="store_true",
+        help="use feature statistics recorded for other weights (shared on purpose)",
+    )
+    _add_data_arguments(locality)
+    locality.add_argument("--split", default="validation")
+    locality.add_argument("--layers", default="denseblock1,denseblock2,denseblock3")
+    locality.add_argument("--limit", type=COUNT, default=None, help="only the first N images")
+    locality.add_argument("--samples", type=COUNT, default=8, help="noise draws per image")
+    locality.add_argument("--seed", type=SEED, default=0)
+    locality.set_defaults(func=_layer_locality)
 
     evaluate = _subcommand(
         sub,

@@ -52,6 +52,10 @@ Variables = dict[str, Any]
 _CLASSIFIER = "classifier"
 
 
+# The stem's strided stages and their kernel sizes (both have stride 2).
+_STRIDED_STEM = {"conv0": 7, "pool0": 3}
+
+
 @dataclasses.dataclass(frozen=True)
 class DenseNetConfig:
     """Architecture of a DenseNet; the defaults are DenseNet-121 with an ImageNet head.
@@ -121,6 +125,30 @@ class DenseNetConfig:
                 if layer == f"transition{i}":
                     return c
         return c  # norm5
+
+    def receptive_field(self, layer: str) -> int:
+        """Side, in input pixels, of the square that one cell of ``layer``'s output sees: the
+        theoretical receptive field of every kernel and stride up to the layer (padding aside).
+
+        Each k x k kernel widens it by (k - 1) times the product of the strides before it:
+        conv0 7 x 7 / 2, pool0 3 x 3 / 2, a 3 x 3 convolution per dense layer, a 2 x 2 / 2
+        pooling per transition. DenseNet-121 at denseblock3: 1031 px.
+
+          >>> densenet121().receptive_field("denseblock3")
+          1031
+        """
+        checks.check_choice("layer", layer, self.layer_names)
+        size, jump = 1, 1
+        for name in self.layer_names:
+            if name in _STRIDED_STEM:
+                size, jump = size + (_STRIDED_STEM[name] - 1) * jump, jump * 2
+            elif name.startswith("denseblock"):
+                size += self.block_config[int(name.removeprefix("denseblock")) - 1] * 2 * jump
+            elif name.startswith("transition"):
+                size, jump = size + jump, jump * 2
+            if name == layer:
+                return size
+        raise AssertionError(layer)  # check_choice accepted it, so the loop returned
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict; :meth:`from_dict` inverts it."""
