@@ -24,6 +24,7 @@ from iba_jax.bundle import (
     save_feature_stats,
     stats_layers,
 )
+from iba_jax.calibration import BetaPoint, beta_markdown, beta_sweep
 from iba_jax.coiba import coiba
 from iba_jax.locality import LayerLocality, LocalityReport, layer_locality
 from iba_jax.maps import binarize, resize_bilinear_mirror, to_bits_map
@@ -58,6 +59,7 @@ from iba_jax.stats import FeatureStats, estimate_feature_stats
 __all__ = [
     "METHODS",
     "AttributionAux",
+    "BetaPoint",
     "CorruptBundleError",
     "DenseNet",
     "DenseNetConfig",
@@ -77,6 +79,8 @@ __all__ = [
     "StatsOfAnotherModelError",
     "attribute",
     "attribution_maps",
+    "beta_markdown",
+    "beta_sweep",
     "binarize",
     "coiba",
     "densenet121",
