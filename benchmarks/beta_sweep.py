@@ -1,10 +1,12 @@
-"""β sweep of IBA and Inverse IBA on a shipped phantom classifier: the model term against
-β·information at the first and the last step, and the spread of the final λ.
+"""β sweeps on the shipped phantom models: IBA and Inverse IBA on the classifier, Regression
+IBA with each loss (MSE, RM, Deviation) on the regressor; the model term against β·information
+at the first and the last step, and the spread of the final λ.
 
-    .venv/bin/python benchmarks/beta_sweep.py [--model phantoms_cls] [--images 8]
+    .venv/bin/python benchmarks/beta_sweep.py [--images 8]
 
-Validation images with at least one finding, each explained for its first finding's class; the
-paper's settings with a rolled loop. Ends with one JSON line of the figures.
+Validation images (for the classifier, those with a finding, each explained for its first
+finding's class; for the regressor, MSE to the image's own score); the paper's settings with a
+rolled loop. Ends with one JSON line of the figures.
 """
 
 import argparse
@@ -20,38 +22,59 @@ from iba_jax.data.preprocess import to_uint8, unit_range
 BETAS = (0.01, 0.1, 1.0, 10.0, 30.0)
 
 
-def validation_images(count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``count`` validation phantoms with a finding, and each one's first finding."""
+def validation_images(task: str, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` validation phantoms of a task with a finding, and each one's target:
+    its first finding (classification) or its global score (regression)."""
     pixels, targets = [], []
     index = 0
     while len(pixels) < count:
-        phantom = phantoms.generate("classification", size, 0, "validation", index)
+        phantom = phantoms.generate(task, size, 0, "validation", index)
         index += 1
-        if phantom.instances:
+        if task == "regression":
+            pixels.append(to_uint8(phantom.image))
+            targets.append(float(phantom.zone_scores.sum()))
+        elif phantom.instances:
             pixels.append(to_uint8(phantom.image))
             targets.append(phantom.instances[0][0])
     return np.stack(pixels)[..., None], np.array(targets)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="phantoms_cls")
-    parser.add_argument("--images", type=int, default=8)
-    args = parser.parse_args()
-    bundle = ij.load_pretrained(args.model)
-    stats = ij.load_feature_stats(ij.pretrained_dir(args.model), "denseblock3")
-    pixels, targets = validation_images(args.images, bundle.input_spec.image_size)
+def sweep(model: str, task: str, count: int, methods: dict) -> dict:
+    """Each method's sweep on ``model``, printed as a table; the figures by method."""
+    bundle = ij.load_pretrained(model)
+    stats = ij.load_feature_stats(ij.pretrained_dir(model), "denseblock3")
+    pixels, targets = validation_images(task, count, bundle.input_spec.image_size)
     images = bundle.input_spec.normalize(unit_range(pixels, 1))
     config = ij.IBAConfig(unroll=False)
     figures = {}
-    for name, method in (("iba", ij.iba), ("inverse_iba", ij.inverse_iba)):
+    for name, method in methods.items():
         run = lambda c, method=method: method(
             bundle.model, bundle.variables, stats, images, targets, config=c, key=jax.random.key(0)
         )
         points = ij.beta_sweep(run, BETAS, config)
-        print(f"{name}, {args.model}, {args.images} validation images, denseblock3")
+        print(f"{name}, {model}, {count} validation images, denseblock3")
         print(ij.beta_markdown(points))
         figures[name] = [p._asdict() for p in points]
+    return figures
+
+
+def regression(loss: str):
+    """Regression IBA with ``loss``: MSE to the image's own score; RM and Deviation take none."""
+    return lambda m, v, s, x, score, **k: ij.regression_iba(
+        m, v, s, x, score if loss == "mse" else None, loss=loss, **k
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=8)
+    args = parser.parse_args()
+    classifier = {"iba": ij.iba, "inverse_iba": ij.inverse_iba}
+    regressor = {f"regression_iba_{loss}": regression(loss) for loss in ("mse", "rm", "deviation")}
+    figures = {
+        **sweep("phantoms_cls", "classification", args.images, classifier),
+        **sweep("phantoms_reg", "regression", args.images, regressor),
+    }
     print(json.dumps(figures))
 
 
