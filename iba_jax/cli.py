@@ -26,7 +26,9 @@ import numpy as np
 from tqdm import tqdm
 
 from iba_jax import checks, demo, distributed, evaluation, explain, methods, sharding
+from iba_jax.attribute import iba, inverse_iba, regression_iba
 from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
+from iba_jax.calibration import beta_markdown, beta_sweep
 from iba_jax.data import building
 from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
 from iba_jax.labels import LABEL_SETS, parse_label_names
@@ -151,15 +153,9 @@ def _estimate(args: argparse.Namespace) -> None:
     )
 
 
-def _layer_locality(args: argparse.Namespace) -> None:
-    folder = model_dir(args.model)
-    bundle = load_bundle(folder)
-    source = _split_of(args)
-    _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
-    layers = tuple(name.strip() for name in args.layers.split(","))
-    checks.check_names("--layers", layers, bundle.model.layer_names)
-    stats = evaluation.load_stats(folder, layers, allow_other_model=args.allow_other_model_stats)
-    count = min(args.limit or len(source), len(source))
+def _cases_of(bundle: ModelBundle, source: Any, limit: int | None) -> tuple[int, list]:
+    """The number of images read and their cases with ground truth, as (case, image) pairs."""
+    count = min(limit or len(source), len(source))
     found = [
         (case, source[case.index]["image"])
         for index in range(count)
@@ -170,6 +166,66 @@ def _layer_locality(args: argparse.Namespace) -> None:
             f"--limit: the {count} image(s) hold no region to measure (no positive label with "
             "ground truth, no scored lung zone); use more images."
         )
+    return count, found
+
+
+# The methods a β sweep can run: the IBA family, by their evaluation names.
+SWEPT = (
+    "iba",
+    "inverse_iba",
+    "regression_iba_mse",
+    "regression_iba_rm",
+    "regression_iba_deviation",
+)
+
+
+def _beta_sweep(args: argparse.Namespace) -> None:
+    folder = model_dir(args.model)
+    bundle = load_bundle(folder)
+    source = _split_of(args)
+    _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
+    stats = evaluation.load_stats(
+        folder, (args.layer,), allow_other_model=args.allow_other_model_stats
+    )[args.layer]
+    count, found = _cases_of(bundle, source, args.limit)
+    images = _model_inputs_of(bundle, np.stack([image for _, image in found]))
+    targets = np.array([case.target for case, _ in found])
+    truth = np.stack([case.truth for case, _ in found])
+    common = {"layer": args.layer, "key": jax.random.key(args.seed)}
+    if args.method.startswith("regression_iba_"):
+        loss = args.method.removeprefix("regression_iba_")
+        labels = np.array([case.label for case, _ in found]) if loss == "mse" else None
+        run = lambda c: regression_iba(
+            bundle.model, bundle.variables, stats, images, labels, loss=loss, config=c, **common
+        )
+    else:
+        method = iba if args.method == "iba" else inverse_iba
+        run = lambda c: method(
+            bundle.model, bundle.variables, stats, images, targets, config=c, **common
+        )
+    score = lambda maps: float(
+        localisation.iou(localisation.binarize_for(maps, truth), truth).mean()
+    )
+    _compiling(args.method)
+    points = beta_sweep(run, args.betas, score=score)
+    print(beta_markdown(points))
+    best = max(points, key=lambda p: p.score)
+    print(
+        f"{len(found)} cases in {count} images of {args.dataset}/{args.config} split "
+        f"{args.split}, {args.method} at {args.layer}; score: mean IoU with the ground truth "
+        f"(maps binarised to its area); highest at β = {best.beta:g}"
+    )
+
+
+def _layer_locality(args: argparse.Namespace) -> None:
+    folder = model_dir(args.model)
+    bundle = load_bundle(folder)
+    source = _split_of(args)
+    _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
+    layers = tuple(name.strip() for name in args.layers.split(","))
+    checks.check_names("--layers", layers, bundle.model.layer_names)
+    stats = evaluation.load_stats(folder, layers, allow_other_model=args.allow_other_model_stats)
+    count, found = _cases_of(bundle, source, args.limit)
     _compiling("the model from each layer")
     report = layer_locality(
         bundle.model,
@@ -344,6 +400,17 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _betas(text: str) -> list[float]:
+    """An argparse type: comma-separated β values, each > 0, or the one-line usage error."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(v > 0 and np.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers > 0; got {text!r}")
+    return values
 
 
 MODEL_HELP = (
@@ -539,6 +606,29 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--images", type=COUNT, default=2000, help="images to use at most")
     estimate.add_argument("--batch-size", type=COUNT, default=32)
     estimate.set_defaults(func=_estimate)
+
+    sweep = _subcommand(
+        sub,
+        "beta-sweep",
+        "run an IBA method for several β on a data set split: the model term against "
+        "β·information, λ's spread and the maps' IoU with the ground truth, per β",
+        "example:\n  iba-jax beta-sweep --model phantoms_cls cxr_phantoms --config "
+        "classification_128 --data-dir ~/tfds --method iba --betas 0.01,0.1,1,10 --limit 100",
+    )
+    sweep.add_argument("--model", required=True, help=MODEL_HELP)
+    sweep.add_argument(
+        "--allow-other-model-stats",
+        action="store_true",
+        help="use feature statistics recorded for other weights (shared on purpose)",
+    )
+    _add_data_arguments(sweep)
+    sweep.add_argument("--split", default="validation")
+    sweep.add_argument("--method", choices=SWEPT, default="iba")
+    sweep.add_argument("--betas", type=_betas, default="0.01,0.1,1,10,30")
+    sweep.add_argument("--layer", default="denseblock3")
+    sweep.add_argument("--limit", type=COUNT, default=None, help="only the first N images")
+    sweep.add_argument("--seed", type=SEED, default=0)
+    sweep.set_defaults(func=_beta_sweep)
 
     locality = _subcommand(
         sub,

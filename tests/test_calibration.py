@@ -6,6 +6,7 @@ import pytest
 
 from iba_jax.attribute import IBAConfig, iba
 from iba_jax.calibration import beta_markdown, beta_sweep
+from iba_jax.cli import main
 from iba_jax.objectives import target_bce
 from iba_jax.stats import estimate_feature_stats
 
@@ -54,3 +55,25 @@ def test_a_sweep_trades_information_for_the_model_term_and_compiles_once(setting
     assert table.count("\n") == 4 and "| 0.001 |" in table
     with pytest.raises(ValueError, match=r"betas: expected values > 0; got -1"):
         beta_sweep(run, [-1], config)
+
+
+@pytest.mark.parametrize(
+    ("model", "config", "method"),
+    [
+        ("phantoms_cls", "classification_128_mini", "iba"),
+        ("phantoms_reg", "regression_128_mini", "regression_iba_mse"),  # labels: each score
+    ],
+)
+def test_the_command_sweeps_a_shipped_model_on_a_data_set(model, config, method, tmp_path, capsys):
+    data = ["cxr_phantoms", "--config", config, "--data-dir", str(tmp_path)]
+    command = ["beta-sweep", "--model", model, *data, "--method", method, "--limit", "2"]
+    assert main([*command, "--betas", "0.1,10"]) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith(("| 0.1 |", "| 10 |"))]
+    assert len(rows) == 2
+    scores = [float(row.rstrip(" |").rsplit("|", 1)[1]) for row in rows]  # the IoU column
+    assert all(0 <= s <= 1 for s in scores)
+    assert f"{method} at denseblock3; score: mean IoU with the ground truth" in printed
+    with pytest.raises(SystemExit):
+        main([*command, "--betas", "0.1,-1"])
+    assert "expected comma-separated numbers > 0; got '0.1,-1'" in capsys.readouterr().err
