@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -153,20 +153,37 @@ def _estimate(args: argparse.Namespace) -> None:
     )
 
 
-def _cases_of(bundle: ModelBundle, source: Any, limit: int | None) -> tuple[int, list]:
-    """The number of images read and their cases with ground truth, as (case, image) pairs."""
+def _model_and_split(args: argparse.Namespace) -> tuple[Path, ModelBundle, Any]:
+    """The model's folder (a shipped name resolved), its bundle and the data set split."""
+    folder = model_dir(args.model)
+    bundle = load_bundle(folder)
+    source = _split_of(args)
+    _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
+    return folder, bundle, source
+
+
+class _GroundTruth(NamedTuple):
+    """The cases with ground truth of the first images of a split."""
+
+    count: int  # images read
+    cases: list[evaluation.Case]
+    images: jax.Array  # the cases' images, as model inputs
+
+
+def _ground_truth_of(bundle: ModelBundle, source: Any, limit: int | None) -> _GroundTruth:
     count = min(limit or len(source), len(source))
-    found = [
-        (case, source[case.index]["image"])
-        for index in range(count)
-        for case in evaluation.cases(source[index], index, bundle.label_names)
-    ]
-    if not found:
+    cases, pixels = [], []
+    for index in range(count):
+        example = source[index]  # read once: its cases and, for each, its image
+        for case in evaluation.cases(example, index, bundle.label_names):
+            cases.append(case)
+            pixels.append(example["image"])
+    if not cases:
         raise ValueError(
             f"--limit: the {count} image(s) hold no region to measure (no positive label with "
             "ground truth, no scored lung zone); use more images."
         )
-    return count, found
+    return _GroundTruth(count, cases, _model_inputs_of(bundle, np.stack(pixels)))
 
 
 # The methods a β sweep can run: the IBA family, by their evaluation names.
@@ -180,28 +197,31 @@ SWEPT = (
 
 
 def _beta_sweep(args: argparse.Namespace) -> None:
-    folder = model_dir(args.model)
-    bundle = load_bundle(folder)
-    source = _split_of(args)
-    _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
+    folder, bundle, source = _model_and_split(args)
     stats = evaluation.load_stats(
         folder, (args.layer,), allow_other_model=args.allow_other_model_stats
     )[args.layer]
-    count, found = _cases_of(bundle, source, args.limit)
-    images = _model_inputs_of(bundle, np.stack([image for _, image in found]))
-    targets = np.array([case.target for case, _ in found])
-    truth = np.stack([case.truth for case, _ in found])
+    found = _ground_truth_of(bundle, source, args.limit)
+    targets = np.array([case.target for case in found.cases])
+    truth = np.stack([case.truth for case in found.cases])
     common = {"layer": args.layer, "key": jax.random.key(args.seed)}
     if args.method.startswith("regression_iba_"):
         loss = args.method.removeprefix("regression_iba_")
-        labels = np.array([case.label for case, _ in found]) if loss == "mse" else None
+        labels = np.array([case.label for case in found.cases]) if loss == "mse" else None
         run = lambda c: regression_iba(
-            bundle.model, bundle.variables, stats, images, labels, loss=loss, config=c, **common
+            bundle.model,
+            bundle.variables,
+            stats,
+            found.images,
+            labels,
+            loss=loss,
+            config=c,
+            **common,
         )
     else:
         method = iba if args.method == "iba" else inverse_iba
         run = lambda c: method(
-            bundle.model, bundle.variables, stats, images, targets, config=c, **common
+            bundle.model, bundle.variables, stats, found.images, targets, config=c, **common
         )
     score = lambda maps: float(
         localisation.iou(localisation.binarize_for(maps, truth), truth).mean()
@@ -211,36 +231,33 @@ def _beta_sweep(args: argparse.Namespace) -> None:
     print(beta_markdown(points))
     best = max(points, key=lambda p: p.score)
     print(
-        f"{len(found)} cases in {count} images of {args.dataset}/{args.config} split "
+        f"{len(found.cases)} cases in {found.count} images of {args.dataset}/{args.config} split "
         f"{args.split}, {args.method} at {args.layer}; score: mean IoU with the ground truth "
         f"(maps binarised to its area); highest at β = {best.beta:g}"
     )
 
 
 def _layer_locality(args: argparse.Namespace) -> None:
-    folder = model_dir(args.model)
-    bundle = load_bundle(folder)
-    source = _split_of(args)
-    _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
+    folder, bundle, source = _model_and_split(args)
     layers = tuple(name.strip() for name in args.layers.split(","))
     checks.check_names("--layers", layers, bundle.model.layer_names)
     stats = evaluation.load_stats(folder, layers, allow_other_model=args.allow_other_model_stats)
-    count, found = _cases_of(bundle, source, args.limit)
+    found = _ground_truth_of(bundle, source, args.limit)
     _compiling("the model from each layer")
     report = layer_locality(
         bundle.model,
         bundle.variables,
         stats,
-        _model_inputs_of(bundle, np.stack([image for _, image in found])),
-        np.stack([case.truth for case, _ in found]),
-        np.array([case.target for case, _ in found]),
+        found.images,
+        np.stack([case.truth for case in found.cases]),
+        np.array([case.target for case in found.cases]),
         layers=layers,
         key=jax.random.key(args.seed),
         samples=args.samples,
     )
     print(locality_markdown(report))
     print(
-        f"{len(found)} regions in {count} images of {args.dataset}/{args.config} "
+        f"{len(found.cases)} regions in {found.count} images of {args.dataset}/{args.config} "
         f"split {args.split}; "
         + (
             f"recommended layer: {report.recommended} (the deepest local one)"
@@ -452,6 +469,24 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manual-dir", default=None, help="the downloaded release (NIH, BrixIA)")
 
 
+def _add_other_stats_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-other-model-stats",
+        action="store_true",
+        help="use feature statistics recorded for other weights (shared on purpose)",
+    )
+
+
+def _add_ground_truth_arguments(parser: argparse.ArgumentParser) -> None:
+    """A model with statistics and the images with ground truth of a data set split."""
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
+    _add_other_stats_argument(parser)
+    _add_data_arguments(parser)
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--limit", type=COUNT, default=None, help="only the first N images")
+    parser.add_argument("--seed", type=SEED, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iba-jax",
@@ -552,11 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--split", default="test")
     dataset.add_argument("--limit", type=COUNT, default=None, help="only the first N images")
     explaining.add_argument("--model", required=True, help=MODEL_HELP)
-    explaining.add_argument(
-        "--allow-other-model-stats",
-        action="store_true",
-        help="use feature statistics recorded for other weights (shared on purpose)",
-    )
+    _add_other_stats_argument(explaining)
     explaining.add_argument(
         "--method",
         default="iba",
@@ -615,19 +646,10 @@ def build_parser() -> argparse.ArgumentParser:
         "example:\n  iba-jax beta-sweep --model phantoms_cls cxr_phantoms --config "
         "classification_128 --data-dir ~/tfds --method iba --betas 0.01,0.1,1,10 --limit 100",
     )
-    sweep.add_argument("--model", required=True, help=MODEL_HELP)
-    sweep.add_argument(
-        "--allow-other-model-stats",
-        action="store_true",
-        help="use feature statistics recorded for other weights (shared on purpose)",
-    )
-    _add_data_arguments(sweep)
-    sweep.add_argument("--split", default="validation")
+    _add_ground_truth_arguments(sweep)
     sweep.add_argument("--method", choices=SWEPT, default="iba")
     sweep.add_argument("--betas", type=_betas, default="0.01,0.1,1,10,30")
     sweep.add_argument("--layer", default="denseblock3")
-    sweep.add_argument("--limit", type=COUNT, default=None, help="only the first N images")
-    sweep.add_argument("--seed", type=SEED, default=0)
     sweep.set_defaults(func=_beta_sweep)
 
     locality = _subcommand(
@@ -638,18 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
         "example:\n  iba-jax layer-locality --model phantoms_cls cxr_phantoms --config "
         "classification_128 --data-dir ~/tfds --limit 100",
     )
-    locality.add_argument("--model", required=True, help=MODEL_HELP)
-    locality.add_argument(
-        "--allow-other-model-stats",
-        action="store_true",
-        help="use feature statistics recorded for other weights (shared on purpose)",
-    )
-    _add_data_arguments(locality)
-    locality.add_argument("--split", default="validation")
+    _add_ground_truth_arguments(locality)
     locality.add_argument("--layers", default="denseblock1,denseblock2,denseblock3")
-    locality.add_argument("--limit", type=COUNT, default=None, help="only the first N images")
     locality.add_argument("--samples", type=COUNT, default=8, help="noise draws per image")
-    locality.add_argument("--seed", type=SEED, default=0)
     locality.set_defaults(func=_layer_locality)
 
     evaluate = _subcommand(
@@ -671,11 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help=MODEL_HELP + "; repeat to compare models (named by folder)",
     )
-    evaluate.add_argument(
-        "--allow-other-model-stats",
-        action="store_true",
-        help="use feature statistics recorded for other weights (shared on purpose)",
-    )
+    _add_other_stats_argument(evaluate)
     _add_data_arguments(evaluate)
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument(
