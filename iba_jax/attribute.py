@@ -242,12 +242,7 @@ def _optimise_layer(
 ) -> tuple[jax.Array, AttributionAux]:
     """Maps ``(B, H, W)`` and aux for a batch of features of ``layer``."""
     feature_shape = tuple(features.shape[1:])
-    if tuple(stats.mean.shape) != feature_shape:
-        raise ValueError(
-            f"stats: expected statistics of the {layer!r} feature shape {feature_shape} "
-            f"(h, w, c) for these images; got {tuple(stats.mean.shape)}. Estimate them at "
-            "the same layer and image size."
-        )
+    check_stats_shape(layer, stats, feature_shape)
     expected_draws = (config.steps, config.samples, *feature_shape) if injected else (config.steps,)
     if tuple(draws.shape[1:]) != expected_draws:
         raise ValueError(
@@ -315,6 +310,16 @@ def _attribute_compiled(
 
 
 # --------------------------------------------------------------------------- argument handling
+
+
+def check_stats_shape(layer: str, stats: FeatureStats, feature_shape: tuple[int, ...]) -> None:
+    """Raises unless ``stats`` have the shape ``(h, w, c)`` of ``layer``'s features."""
+    if tuple(stats.mean.shape) != tuple(feature_shape):
+        raise ValueError(
+            f"stats: expected statistics of the {layer!r} feature shape {tuple(feature_shape)} "
+            f"(h, w, c) for these images; got {tuple(stats.mean.shape)}. Estimate them at "
+            "the same layer and image size."
+        )
 
 
 def check_layer_stack(

@@ -28,11 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from iba_jax import checks
-from iba_jax.attribute import check_images, check_layer_stack
+from iba_jax.attribute import check_images, check_layer_stack, check_stats_shape
 from iba_jax.bottleneck import noise_from_standard_normal, standard_normal
 from iba_jax.models.densenet import DenseNet, Variables
 from iba_jax.objectives import check_output_index
-from iba_jax.sharding import per_image_keys
+from iba_jax.sharding import pad_images, per_image_keys
 from iba_jax.stats import FeatureStats
 
 
@@ -121,14 +121,6 @@ def _outputs_with_noised_cells(
         )
 
     return jax.vmap(one)(features, inside, targets, keys)
-
-
-def _padded(arrays: tuple[jax.Array, ...], size: int) -> tuple[jax.Array, ...]:
-    """The arrays (images on axis 0) padded with copies of their last image to a multiple of
-    ``size``, so that every call has the same shapes (one compilation)."""
-    count = arrays[0].shape[0]
-    extra = -count % size
-    return tuple(jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)]) for a in arrays)
 
 
 def _removed_shares(outputs: np.ndarray) -> tuple[float, float, float]:
@@ -229,15 +221,11 @@ def layer_locality(
     for i, layer in enumerate(layers):
         encode = functools.partial(model.encode, variables, layer=layer)
         shape = jax.eval_shape(encode, images[:1]).shape[1:]
-        if tuple(stats[layer].mean.shape) != shape:
-            raise ValueError(
-                f"stats: expected statistics of the {layer!r} feature shape {shape} (h, w, c) "
-                f"for these images; got {tuple(stats[layer].mean.shape)}."
-            )
+        check_stats_shape(layer, stats[layer], shape)
         grid = (shape[0], shape[1])
         inside = cells_under(masks, grid)
         layer_keys = jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
-        per_image = _padded(
+        per_image = pad_images(  # one shape for every call: one compilation
             (images, jnp.asarray(inside), jnp.asarray(targets, jnp.int32), layer_keys),
             min(images_per_call, count),
         )
