@@ -107,6 +107,34 @@ def test_parameter_count_equals_torchvision(make_config, torchvision_parameters)
     assert sum(leaf.size for leaf in jax.tree.leaves(params)) == torchvision_parameters
 
 
+def test_initialisation_is_torchvisions(tiny_variables):
+    """Convolutions kaiming_normal_ (an untruncated normal, std √(2 / fan_in)), the classifier
+    PyTorch's Linear default (uniform within ±1/√fan_in, bias 0), BatchNorm 1 and 0."""
+    standardised = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tiny_variables)[0]:
+        name, leaf = "/".join(p.key for p in path), np.asarray(leaf)
+        if name == "params/classifier/kernel":
+            bound = 1 / np.sqrt(leaf.shape[0])
+            assert np.abs(leaf).max() <= bound and np.abs(leaf).max() > 0.8 * bound, name
+        elif leaf.ndim == 4:
+            standardised.append(leaf.ravel() / np.sqrt(2 / np.prod(leaf.shape[:-1])))
+        else:
+            assert name.endswith(("scale", "var", "bias", "mean")), name
+            np.testing.assert_array_equal(leaf, 1.0 if name.endswith(("scale", "var")) else 0.0)
+    z = np.concatenate(standardised)
+    # A standard normal sample of n: mean and std within 5 standard errors, and 4.55 % beyond
+    # ±2 (a truncated normal, Flax's default, has none).
+    n = z.size
+    assert n > 20_000 and abs(z.mean()) < 5 / np.sqrt(n) and abs(z.std() - 1) < 5 / np.sqrt(2 * n)
+    assert abs(np.mean(np.abs(z) > 2) - 0.0455) < 5 * np.sqrt(0.0455 / n)
+    assert jax.tree.structure(tiny_variables) == jax.tree.structure(TINY.abstract_variables())
+    again, other = TINY.init(jax.random.key(0), 64), TINY.init(jax.random.key(1), 64)
+    chex.assert_trees_all_equal(again, tiny_variables)
+    assert not np.array_equal(
+        other["params"]["conv0"]["kernel"], again["params"]["conv0"]["kernel"]
+    )
+
+
 def test_one_channel_input():
     net = DenseNet(densenet_tiny(in_channels=1))
     variables = net.init(jax.random.key(0), 32)

@@ -42,6 +42,7 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from iba_jax import checks
 
@@ -219,7 +220,6 @@ def _conv(features: int, kernel: int, name: str, *, stride: int = 1, pad: int = 
         strides=(stride, stride),
         padding=((pad, pad), (pad, pad)),
         use_bias=False,
-        kernel_init=nn.initializers.he_normal(),  # torchvision: kaiming_normal_, fan_in
         name=name,
     )
 
@@ -439,8 +439,49 @@ class DenseNet:
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _initial_variables(model: DenseNet, key: jax.Array, image_size: int) -> Variables:
-    x = jnp.zeros((1, image_size, image_size, model.config.in_channels), jnp.float32)
-    return dict(model._module.init(key, x, start=None, stops=(_CLASSIFIER,), train=False))
+    """torchvision's initialisation of a DenseNet, by variable path: convolutions
+    ``kaiming_normal_`` (normal, std √(2 / fan_in)), the classifier's weight PyTorch's Linear
+    default (uniform within ±1/√fan_in) and its bias 0, BatchNorm scale 1 and bias 0, running
+    mean 0 and variance 1.
+
+    All convolution kernels are slices of one normal draw: drawn per kernel (as Flax's
+    initialisers do), DenseNet-121's ~120 random fusions took 9 s to compile on a CPU.
+    """
+    x = jax.ShapeDtypeStruct((1, image_size, image_size, model.config.in_channels), jnp.float32)
+    init = functools.partial(model._module.init, start=None, stops=(_CLASSIFIER,), train=False)
+    leaves, tree = jax.tree_util.tree_flatten_with_path(jax.eval_shape(init, key, x))
+    convolutions = [i for i, (path, leaf) in enumerate(leaves) if _is_conv_kernel(path, leaf)]
+    sizes = [leaves[i][1].size for i in convolutions]
+    conv_key, classifier_key = jax.random.split(key)
+    draws = jnp.split(jax.random.normal(conv_key, (sum(sizes),)), np.cumsum(sizes)[:-1])
+    values = [None] * len(leaves)
+    for i, draw in zip(convolutions, draws, strict=True):
+        shape = leaves[i][1].shape
+        values[i] = draw.reshape(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))
+    for i, (path, leaf) in enumerate(leaves):
+        if values[i] is None:
+            values[i] = _constant_or_classifier(path, leaf, classifier_key)
+    return dict(jax.tree.unflatten(tree, values))
+
+
+def _name(path: tuple) -> str:
+    return "/".join(str(getattr(entry, "key", entry)) for entry in path)
+
+
+def _is_conv_kernel(path: tuple, leaf: jax.ShapeDtypeStruct) -> bool:
+    return _name(path).startswith("params/") and _name(path).endswith("/kernel") and leaf.ndim == 4
+
+
+def _constant_or_classifier(path: tuple, leaf: jax.ShapeDtypeStruct, key: jax.Array) -> jax.Array:
+    name = _name(path)
+    if name == f"params/{_CLASSIFIER}/kernel":
+        bound = 1.0 / np.sqrt(leaf.shape[0])
+        return jax.random.uniform(key, leaf.shape, leaf.dtype, -bound, bound)
+    if name.endswith(("/scale", "/var")):
+        return jnp.ones(leaf.shape, leaf.dtype)
+    if name.endswith(("/bias", "/mean")):
+        return jnp.zeros(leaf.shape, leaf.dtype)
+    raise AssertionError(f"no initialisation rule for the variable {name}")
 
 
 @functools.partial(jax.jit, static_argnums=0)
