@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from conftest import DATA, with_devices
 
@@ -31,6 +32,7 @@ from train.trainer import (
     make_loss_and_grads,
     make_optimizer,
     make_train_step,
+    restore_checkpoint,
     step_key,
     train,
     training_inputs,
@@ -248,7 +250,8 @@ FOUR = jax.local_device_count() == 4
 four_devices = pytest.mark.skipif(not FOUR, reason="runs in the 4-device process")
 ONE_DEVICE_RUN = "IBA_JAX_TEST_ONE_DEVICE_RUN"  # JSON: the main run's data_dir and workdir
 HANDED_OVER = json.loads(os.environ.get(ONE_DEVICE_RUN, "{}"))
-ORDERS = 8  # random orders of the batch: one-device runs measuring the reordering envelope
+FLIPS = 0.1  # see test_every_step_on_four_devices_is_the_one_device_step
+ORDERS = 8  # random orders of the batch: one-device steps measuring the reordering spread
 EPS32 = float(np.finfo(np.float32).eps)
 
 
@@ -313,10 +316,18 @@ def _orders(batch_size):
     return [rng.permutation(batch_size) for _ in range(ORDERS)]
 
 
+def _flat(tree) -> np.ndarray:
+    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)]).astype(np.float64)
+
+
+def _distance(a, b) -> float:
+    """||a - b|| over every leaf of two trees."""
+    return float(np.linalg.norm(_flat(a) - _flat(b)))
+
+
 def _relative_distance(a, b) -> float:
     """||a - b|| / ||b|| over every leaf of two trees."""
-    flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)]).astype(np.float64)
-    return float(np.linalg.norm(flat(a) - flat(b)) / np.linalg.norm(flat(b)))
+    return _distance(a, b) / float(np.linalg.norm(_flat(b)))
 
 
 def _placed(devices, state, x, targets):
@@ -381,30 +392,45 @@ def test_first_step_on_four_devices_is_one_device_to_rounding(smoke, as_train_ru
 
 
 @four_devices
-def test_four_devices_train_a_model_that_reordering_reaches(smoke, as_train_runs, tmp_path):
+def test_every_step_on_four_devices_is_the_one_device_step(smoke, as_train_runs, tmp_path):
+    """train() on four devices, checked along its own trajectory: from each of its checkpoints
+    (one per step), the next step replayed on one device reaches its next checkpoint.
+
+    The whole runs cannot be compared: training amplifies rounding step by step (a gradient
+    within rounding of zero flips the sign of Adam's update), so after 12 steps the one-device
+    and four-device smoke models differ by 18 % of how far training moved them and reordered
+    one-device runs by up to 7 % (measured, AMD EPYC): a chaotic spread set by the initial
+    weights, not a bound. One step from the same state is the guaranteed unit: its gradients
+    agree to rounding (the first-step test). The BatchNorm statistics follow continuously:
+    within ``1e-4`` of the step's length (measured: 1.6e-6 at most). Adam turns rounding into
+    a flipped update where a gradient is within rounding of zero, so the parameters land within
+    ``FLIPS`` = 10 % of the step's length (measured: 2.4 % at most, 1e-5 on most steps). A real
+    difference — here the step replayed on another batch — moves them by about a whole step
+    (measured 57-138 %, statistics 10-29 %): each step checks that it lies beyond twice the
+    bounds.
+    """
     runs = as_train_runs
-    train(smoke, tmp_path, progress=False)  # on the four local devices
-    four = params_of(tmp_path)
-    one = params_of(Path(HANDED_OVER["workdir"]))  # the main run's, on its single device
-    xs = [
-        runs.inputs(images, key) for (images, _), key in zip(runs.batches, runs.keys, strict=True)
+    every_step = smoke.replace(checkpoint_every_steps=1, keep_checkpoints=len(runs.batches))
+    train(every_step, tmp_path, progress=False)  # on the four local devices
+    directory = tmp_path / "checkpoints"
+    manager = ocp.CheckpointManager(directory)
+    assert sorted(manager.all_steps()) == list(range(1, len(runs.batches) + 1))
+    states = [runs.state] + [
+        restore_checkpoint(manager, k, runs.state, every_step, directory)
+        for k in sorted(manager.all_steps())
     ]
-    reached = []
-    for order in [None, *_orders(smoke.batch_size)]:
-        state = runs.state
-        for x, (_, targets) in zip(xs, runs.batches, strict=True):
-            state, _ = _update_on(jax.local_devices()[:1], runs, state, x, targets, order)
-        reached.append({"params": state.params, "batch_stats": state.batch_stats})
-    # Measured (AMD EPYC): 4 of these 9 one-device runs end 3e-6 (params) from train()'s, 5 end
-    # 4.3e-4 away, and so does the 4-device run (batch_stats: 1.4e-5 or 2.3e-3).
-    for collection in ("params", "batch_stats"):
-        envelope = max(_relative_distance(r[collection], one[collection]) for r in reached)
-        # Reordering must not change the smoke model by more than 1 % (else this comparison
-        # could not see a real difference); the run in train()'s own order among them checks
-        # that these runs are train()'s.
-        assert envelope < 1e-2, (collection, envelope)
-        distance = _relative_distance(four[collection], one[collection])
-        assert distance <= 2 * envelope + EPS32, (collection, distance, envelope)
+    allowed = {"params": FLIPS, "batch_stats": 1e-4}
+    replay = lambda k, batch: _update_on(
+        jax.local_devices()[:1], runs, states[k], runs.inputs(batch[0], runs.keys[k]), batch[1]
+    )[0]
+    for k, batch in enumerate(runs.batches):
+        replayed, wrong = replay(k, batch), replay(k, runs.batches[k - 1])
+        for collection, bound in allowed.items():
+            before, after = (getattr(s, collection) for s in (states[k], states[k + 1]))
+            step = _distance(after, before)
+            gap = _distance(getattr(replayed, collection), after) / step
+            assert gap <= bound, (k, collection, gap)
+            assert _distance(getattr(wrong, collection), after) / step > 2 * bound, (k, collection)
 
 
 def test_augmentation_identity_and_shape():
