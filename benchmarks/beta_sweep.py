@@ -2,7 +2,7 @@
 IBA with each loss (MSE, RM, Deviation) on the regressor; the model term against β·information
 at the first and the last step, and the spread of the final λ.
 
-    .venv/bin/python benchmarks/beta_sweep.py [--images 8]
+    .venv/bin/python benchmarks/beta_sweep.py [--images 8] [--layers denseblock1,denseblock3]
 
 Validation images (for the classifier, those with a finding, each explained for its first
 finding's class; for the regressor, MSE to the image's own score); the paper's settings with a
@@ -39,20 +39,28 @@ def validation_images(task: str, count: int, size: int) -> tuple[np.ndarray, np.
     return np.stack(pixels)[..., None], np.array(targets)
 
 
-def sweep(model: str, task: str, count: int, methods: dict) -> dict:
-    """Each method's sweep on ``model``, printed as a table; the figures by method."""
+def sweep(model: str, task: str, count: int, methods: dict, layer: str) -> dict:
+    """Each method's sweep on ``model`` at ``layer``, printed as a table; the figures by
+    method."""
     bundle = ij.load_pretrained(model)
-    stats = ij.load_feature_stats(ij.pretrained_dir(model), "denseblock3")
+    stats = ij.load_feature_stats(ij.pretrained_dir(model), layer)
     pixels, targets = validation_images(task, count, bundle.input_spec.image_size)
     images = bundle.input_spec.normalize(unit_range(pixels, 1))
     config = ij.IBAConfig(unroll=False)
     figures = {}
     for name, method in methods.items():
         run = lambda c, method=method: method(
-            bundle.model, bundle.variables, stats, images, targets, config=c, key=jax.random.key(0)
+            bundle.model,
+            bundle.variables,
+            stats,
+            images,
+            targets,
+            layer=layer,
+            config=c,
+            key=jax.random.key(0),
         )
         points = ij.beta_sweep(run, BETAS, config)
-        print(f"{name}, {model}, {count} validation images, denseblock3")
+        print(f"{name}, {model}, {count} validation images, {layer}")
         print(ij.beta_markdown(points))
         figures[name] = [p._asdict() for p in points]
     return figures
@@ -68,13 +76,16 @@ def regression(loss: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--layers", default="denseblock3", help="comma-separated cut points")
     args = parser.parse_args()
     classifier = {"iba": ij.iba, "inverse_iba": ij.inverse_iba}
     regressor = {f"regression_iba_{loss}": regression(loss) for loss in ("mse", "rm", "deviation")}
-    figures = {
-        **sweep("phantoms_cls", "classification", args.images, classifier),
-        **sweep("phantoms_reg", "regression", args.images, regressor),
-    }
+    figures = {}
+    for layer in args.layers.split(","):
+        figures[layer] = {
+            **sweep("phantoms_cls", "classification", args.images, classifier, layer),
+            **sweep("phantoms_reg", "regression", args.images, regressor, layer),
+        }
     print(json.dumps(figures))
 
 

@@ -26,6 +26,7 @@ from iba_jax.bundle import (
 )
 from iba_jax.calibration import BetaPoint, beta_markdown, beta_sweep
 from iba_jax.coiba import coiba
+from iba_jax.diagnostics import FlatLambdaWarning, lambda_range
 from iba_jax.locality import LayerLocality, LocalityReport, layer_locality
 from iba_jax.maps import binarize, resize_bilinear_mirror, to_bits_map
 from iba_jax.memory import MemoryEstimate, iba_memory
@@ -64,6 +65,7 @@ __all__ = [
     "DenseNet",
     "DenseNetConfig",
     "FeatureStats",
+    "FlatLambdaWarning",
     "IBAConfig",
     "InputSpec",
     "LayerLocality",
@@ -92,6 +94,7 @@ __all__ = [
     "iba",
     "iba_memory",
     "inverse_iba",
+    "lambda_range",
     "layer_locality",
     "load_bundle",
     "load_feature_stats",

@@ -43,6 +43,7 @@ from iba_jax.bottleneck import (
     normalized_features,
     standard_normal,
 )
+from iba_jax.diagnostics import warn_if_flat
 from iba_jax.maps import ThresholdRule, binarize, to_bits_map
 from iba_jax.models.densenet import DenseNet, Variables
 from iba_jax.objectives import (
@@ -533,6 +534,7 @@ def _run(
                 f"the {layer!r} maps contain NaN or infinite values: check the model loss "
                 "(is it bounded below?) and the feature statistics."
             )
+        warn_if_flat(layer, layer_aux, config.beta)
     return maps, aux
 
 

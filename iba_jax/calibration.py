@@ -4,14 +4,16 @@ IBA minimises ``model loss + β · information``. When β·information starts or
 above the model term (a confident classifier's BCE is 1e-6 to 1e-3 nats, the mean capacity
 at α₀ = 5 about 5 nats), Adam lowers every α alike, the model is ignored and every map becomes
 the same prior picture; when it stays far below, nothing is removed. :func:`beta_sweep` runs
-one attribution per β and reports both terms at the first and the last step, how spread the
-final λ is, and optionally a score of the maps (e.g. their IoU with ground truth), so that β
-can be chosen on held-out images. β is traced: the sweep compiles once.
+one attribution per β and reports both terms at the first and the last step, how far from
+constant the final λ is (its range: below 0.04 every attribution warns, see
+:mod:`iba_jax.diagnostics`), and optionally a score of the maps (e.g. their IoU with ground
+truth), so that β can be chosen on held-out images. β is traced: the sweep compiles once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -19,6 +21,7 @@ import jax
 import numpy as np
 
 from iba_jax.attribute import AttributionAux, IBAConfig
+from iba_jax.diagnostics import FlatLambdaWarning, lambda_range
 
 
 class BetaPoint(NamedTuple):
@@ -29,8 +32,11 @@ class BetaPoint(NamedTuple):
       model_start, model_end: the model term at the first and the last step.
       information_start, information_end: β · information at the first and the last step.
       lam_mean: mean final λ (1: everything passes, 0: everything replaced by noise).
-      lam_spread: mean over images of the 90th minus the 10th percentile of the final λ: near
-        0, the map has nothing to show.
+      lam_spread: mean over images of the 90th minus the 10th percentile of the final λ: how
+        much of λ differs (a small region kept or removed leaves it near 0).
+      lam_range: mean over images of the range of the final λ's middle 99.8 %
+        (:func:`~iba_jax.diagnostics.lambda_range`): below 0.04 the map is flat (nothing
+        stands out), and each attribution warns.
       score: ``score(maps)`` when a score was given, else None.
     """
 
@@ -41,6 +47,7 @@ class BetaPoint(NamedTuple):
     information_end: float
     lam_mean: float
     lam_spread: float
+    lam_range: float
     score: float | None
 
 
@@ -75,14 +82,17 @@ def beta_sweep(
       >>> points = beta_sweep(run, [0.1, 10.0], quick)
       >>> [p.beta for p in points]
       [0.1, 10.0]
-      >>> print(beta_markdown(points).splitlines()[0])
-      | β | model term (start -> end) | β·information (start -> end) | λ mean | λ spread | score |
+      >>> header = beta_markdown(points).splitlines()[0]
+      >>> header.split(" | ")[4:]
+      ['λ spread', 'λ range', 'score |']
     """
     points = []
     for beta in betas:
         if not beta > 0:
             raise ValueError(f"betas: expected values > 0; got {beta!r}.")
-        maps, aux = run(dataclasses.replace(config, beta=float(beta)))
+        with warnings.catch_warnings():  # flat λ is what the table's λ range column shows
+            warnings.simplefilter("ignore", FlatLambdaWarning)
+            maps, aux = run(dataclasses.replace(config, beta=float(beta)))
         information = float(beta) * np.asarray(aux.information_loss, np.float64)
         model = np.asarray(aux.model_loss, np.float64)
         lam = np.asarray(aux.lam, np.float64).reshape(len(model), -1)
@@ -96,6 +106,7 @@ def beta_sweep(
                 information_end=float(information[:, -1].mean()),
                 lam_mean=float(lam.mean()),
                 lam_spread=float(spread.mean()),
+                lam_range=float(lambda_range(aux.lam).mean()),
                 score=None if score is None else float(score(maps)),
             )
         )
@@ -106,13 +117,14 @@ def beta_markdown(points: Sequence[BetaPoint]) -> str:
     """A sweep as a Markdown table, one row per β."""
     rows = [
         "| β | model term (start -> end) | β·information (start -> end) | λ mean | λ spread "
-        "| score |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| λ range | score |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in points:
         rows.append(
             f"| {p.beta:g} | {p.model_start:.3g} -> {p.model_end:.3g} | "
             f"{p.information_start:.3g} -> {p.information_end:.3g} | {p.lam_mean:.3f} | "
-            f"{p.lam_spread:.3f} | {'' if p.score is None else f'{p.score:.3f}'} |"
+            f"{p.lam_spread:.3f} | {p.lam_range:.3f} | "
+            f"{'' if p.score is None else f'{p.score:.3f}'} |"
         )
     return "\n".join(rows)

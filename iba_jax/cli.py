@@ -17,6 +17,7 @@ import importlib.metadata
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -642,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "beta-sweep",
         "run an IBA method for several β on a data set split: the model term against "
-        "β·information, λ's spread and the maps' IoU with the ground truth, per β",
+        "β·information, λ's range and the maps' IoU with the ground truth, per β",
         "example:\n  iba-jax beta-sweep --model phantoms_cls cxr_phantoms --config "
         "classification_128 --data-dir ~/tfds --method iba --betas 0.01,0.1,1,10 --limit 100",
     )
@@ -757,13 +758,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     compilation_cache()
     try:
-        code = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, args.command)
+            code = args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         if args.debug:
             raise
         print(f"iba-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
     return code or 0
+
+
+def _show_warning(command: str, message: Warning | str, *_: Any, **__: Any) -> None:
+    """A warning as one line on stderr, as the errors are (not Python's file and line)."""
+    print(f"\niba-jax {command}: warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from iba_jax.bottleneck import (
     normalized_features,
     standard_normal,
 )
+from iba_jax.diagnostics import warn_if_flat
 from iba_jax.maps import to_bits_map
 from iba_jax.models.densenet import DenseNet, Variables
 from iba_jax.objectives import ModelLoss, objective, target_bce
@@ -202,4 +203,5 @@ def coiba(
     check_losses(layers[0], aux)
     if not np.all(np.isfinite(np.asarray(maps))):
         raise FloatingPointError("the CoIBA maps contain NaN or infinite values.")
+    warn_if_flat("+".join(layers), aux, config.beta)
     return maps, aux

@@ -1,12 +1,17 @@
-"""β calibration: the sweep reports both terms, compiles once, and scores the maps."""
+"""β calibration: the sweep reports both terms, compiles once, and scores the maps; a flat λ
+warns."""
+
+import warnings
 
 import jax
 import numpy as np
 import pytest
+from probes import LocalAndGlobalProbe, probe_setting
 
 from iba_jax.attribute import IBAConfig, iba
 from iba_jax.calibration import beta_markdown, beta_sweep
 from iba_jax.cli import main
+from iba_jax.diagnostics import FlatLambdaWarning, lambda_range, warn_if_flat
 from iba_jax.objectives import target_bce
 from iba_jax.stats import estimate_feature_stats
 
@@ -55,6 +60,46 @@ def test_a_sweep_trades_information_for_the_model_term_and_compiles_once(setting
     assert table.count("\n") == 4 and "| 0.001 |" in table
     with pytest.raises(ValueError, match=r"betas: expected values > 0; got -1"):
         beta_sweep(run, [-1], config)
+
+
+def probe_iba(config):
+    """IBA on the probe's local layer, two images: each a bright square of 4 of 64 cells whose
+    features are 1 against a prior of N(0, 0.01), so the mean capacity starts at 313 nats, and
+    the target's BCE (its logit the sum of the cells, 4) at 0.0186."""
+    images, _, stats = probe_setting(2)
+    probe = LocalAndGlobalProbe()
+    return iba(
+        probe, {}, stats["cells"], images, 0, layer="cells", config=config, key=jax.random.key(0)
+    )
+
+
+def test_a_flat_lambda_warns_and_a_spread_one_does_not():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, aux = probe_iba(IBAConfig(beta=0.001, unroll=False))  # β·information 0.31 vs 0.0186
+    assert np.all(lambda_range(aux.lam) > 0.5)  # the model term steers some α up, others down
+    # β = 0.01: β·information starts 170 times above the model term; Adam moves every α alike.
+    expected = (
+        r"flat λ at 'cells' in 2 of 2 images \(image 0: its middle 99.8 % spans 0.0\d\d < 0.04\)"
+        r".* β·information was 3.13 nats against a model term of 0.0186\. Choose the layer"
+    )
+    with pytest.warns(FlatLambdaWarning, match=expected):
+        _, flat = probe_iba(IBAConfig(beta=0.01, unroll=False))
+    assert np.all(lambda_range(flat.lam) < 0.04)
+    traced = lambda lam: warn_if_flat("cells", aux._replace(lam=lam), 0.01) or lam.sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jax.jit(traced)(flat.lam)  # under a caller's jit λ is not known: no warning
+
+
+def test_a_sweep_reports_the_lambda_range_without_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        points = beta_sweep(probe_iba, [0.001, 0.01], IBAConfig(unroll=False))
+    spread, flat = points
+    assert spread.lam_range > 0.5 and flat.lam_range < 0.04
+    _, aux = probe_iba(IBAConfig(beta=0.001, unroll=False))
+    assert spread.lam_range == pytest.approx(float(lambda_range(aux.lam).mean()), rel=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,17 @@
-"""The `iba-jax` command: convert and build-data (the others have their own test files)."""
+"""The `iba-jax` command: convert, build-data and warnings (the others have their own test
+files)."""
 
 import logging
+import warnings
 
 import numpy as np
 import pytest
 
+from iba_jax import cli
 from iba_jax.bundle import load_bundle
 from iba_jax.cli import main
 from iba_jax.data import building  # noqa: F401 (installs the log filter under test)
+from iba_jax.diagnostics import FlatLambdaWarning
 from iba_jax.models import DenseNet
 from iba_jax.models.torch_import import variables_from_state_dict
 from iba_jax.pretrained import pretrained_dir
@@ -190,3 +194,16 @@ def test_tfds_advice_to_install_opencv_is_not_shown(caplog):
         absl.warning("OpenCV is not installed. We recommend using OpenCV because it is faster")
         absl.warning("a warning that matters")
     assert "OpenCV" not in caplog.text and "a warning that matters" in caplog.text
+
+
+def test_a_warning_is_one_line_on_stderr_naming_the_command(monkeypatch, capsys):
+    def sweep_that_warns(args):
+        warnings.warn("flat λ at 'denseblock3' in 1 of 2 images", FlatLambdaWarning, stacklevel=2)
+
+    monkeypatch.setattr(cli, "_beta_sweep", sweep_that_warns)
+    command = ["beta-sweep", "--model", "phantoms_cls", "cxr_phantoms", "--data-dir", "unused"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # the suite ignores this warning elsewhere
+        assert main(command) == 0
+    err = capsys.readouterr().err
+    assert err == "\niba-jax beta-sweep: warning: flat λ at 'denseblock3' in 1 of 2 images\n"

@@ -3,6 +3,7 @@ API example alone, the others in order in one namespace (the later ones use name
 attribution example defines)."""
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,13 @@ def python_blocks(text: str) -> list[str]:
 
 
 def run_blocks(blocks: list[tuple[int, str]]) -> dict:
+    """Runs the blocks in one namespace; any warning (a flat λ included) fails."""
     namespace: dict = {}
     for number, block in blocks:
         try:
-            exec(compile(block, f"README.md python example {number}", "exec"), namespace)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                exec(compile(block, f"README.md python example {number}", "exec"), namespace)
         except Exception as error:
             raise AssertionError(f"README python example {number} fails:\n{block}") from error
     return namespace
