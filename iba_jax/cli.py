@@ -12,6 +12,7 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import importlib.metadata
 import os
@@ -27,13 +28,14 @@ import numpy as np
 from tqdm import tqdm
 
 from iba_jax import checks, demo, distributed, evaluation, explain, methods, sharding
-from iba_jax.attribute import iba, inverse_iba, regression_iba
+from iba_jax.attribute import IBAConfig, iba, inverse_iba, regression_iba
 from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
 from iba_jax.calibration import beta_markdown, beta_sweep
 from iba_jax.data import building
 from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
 from iba_jax.labels import LABEL_SETS, parse_label_names
 from iba_jax.locality import layer_locality, locality_markdown
+from iba_jax.methods import MethodSettings
 from iba_jax.metrics import localisation
 from iba_jax.models.densenet import ARCHITECTURES, HEADS
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
@@ -300,6 +302,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     source = _split_of(args)
     results = out / "results.csv"
     start = time.perf_counter()
+    settings = _method_settings(args)
     _compiling("each model and method")
     for folder, name in zip(models, names, strict=True):
         bundle = load_bundle(folder)
@@ -319,9 +322,12 @@ def _evaluate(args: argparse.Namespace) -> None:
             iou_rule=args.iou_rule,
             sensitivity_samples=args.sensitivity_samples,
             cases_per_call=args.cases_per_call or jax.local_device_count(),
+            settings=settings,
         )
         stats = evaluation.load_stats(
-            folder, methods.needed_layers(chosen), allow_other_model=args.allow_other_model_stats
+            folder,
+            methods.needed_layers(chosen, settings),
+            allow_other_model=args.allow_other_model_stats,
         )
         count = min(args.limit or len(source), len(source))
         evaluation.evaluate(
@@ -361,8 +367,11 @@ def _explain(args: argparse.Namespace) -> int:
     bundle = load_bundle(model)
     method = explain.method_name(args.method)
     explain.check_target(bundle, args.target)
+    settings = _method_settings(args)
     stats = evaluation.load_stats(
-        model, methods.METHODS[method].layers, allow_other_model=args.allow_other_model_stats
+        model,
+        methods.METHODS[method].layers(settings),
+        allow_other_model=args.allow_other_model_stats,
     )
     writable_folder(args.out)
     _join_job(args)
@@ -387,6 +396,7 @@ def _explain(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         batch_size=args.batch_size,
+        settings=settings,
         model_dir=str(model),
         progress=functools.partial(
             tqdm, desc="images", total=-(-mine // args.batch_size), unit="batch"
@@ -431,6 +441,25 @@ def _betas(text: str) -> list[float]:
     return values
 
 
+def _beta(text: str) -> float:
+    """An argparse type: one β > 0."""
+    values = _betas(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one number > 0; got {text!r}")
+    return values[0]
+
+
+def _method_beta(text: str) -> tuple[str, float]:
+    """An argparse type: METHOD=β."""
+    name, _, value = text.partition("=")
+    if not name or not value:
+        raise argparse.ArgumentTypeError(f"expected METHOD=β, e.g. inverse_iba=30; got {text!r}")
+    known = (*methods.BOTTLENECK_METHODS, "multilayer_iba")
+    if name.strip() not in known:
+        raise argparse.ArgumentTypeError(f"expected METHOD from {', '.join(known)}; got {name!r}")
+    return name.strip(), _beta(value)
+
+
 MODEL_HELP = (
     "a model bundle folder with feature statistics, or a shipped model's name: "
     + ", ".join(PRETRAINED)
@@ -460,6 +489,38 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
         "--distributed",
         action="store_true",
         help="join a job whose settings JAX detects (Cloud TPU, SLURM, Open MPI, Kubernetes)",
+    )
+
+
+def _add_bottleneck_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "the IBA family's bottleneck (defaults: the paper's; choose with layer-locality and "
+        "beta-sweep)"
+    )
+    group.add_argument(
+        "--layer",
+        default=methods.IBA_LAYER,
+        help="the bottleneck layer of iba, inverse_iba and regression_iba_* (multilayer_iba: "
+        "denseblock1-3)",
+    )
+    group.add_argument("--beta", type=_beta, default=IBAConfig().beta, help="β of every method")
+    group.add_argument(
+        "--method-beta",
+        type=_method_beta,
+        action="append",
+        default=[],
+        metavar="METHOD=β",
+        help="β of one method over --beta; repeatable (the reference code's Inverse IBA: "
+        "inverse_iba=30)",
+    )
+
+
+def _method_settings(args: argparse.Namespace) -> MethodSettings:
+    """The methods' settings from the bottleneck arguments."""
+    return MethodSettings(
+        iba=dataclasses.replace(IBAConfig(), beta=args.beta),
+        iba_layer=args.layer,
+        betas=tuple(args.method_beta),
     )
 
 
@@ -603,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     explaining.add_argument("--out", required=True, help="the folder to write into")
     explaining.add_argument("--batch-size", type=COUNT, default=8, help="images per device call")
     explaining.add_argument("--seed", type=SEED, default=0)
+    _add_bottleneck_arguments(explaining)
     _add_job_arguments(explaining)
     explaining.set_defaults(func=_explain, manual_dir=None)
 
@@ -723,6 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the number of local devices)",
     )
     evaluate.add_argument("--out", required=True, help="folder for results.csv and summary.md")
+    _add_bottleneck_arguments(evaluate)
     _add_job_arguments(evaluate)
     evaluate.set_defaults(func=_evaluate)
     return parser

@@ -301,7 +301,9 @@ def explain(
         out,
         {
             "model_sha256": bundle_checksum(bundle),
-            "stats_sha256": stats_checksum({layer: stats[layer] for layer in spec.layers}),
+            "stats_sha256": stats_checksum(
+                {layer: stats[layer] for layer in spec.layers(settings)}
+            ),
             "method": method,
             "settings": dataclasses.asdict(settings),
             "seed": seed,

@@ -22,13 +22,28 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from iba_jax import baselines, checks, lrp
-from iba_jax.attribute import IBAConfig, iba, inverse_iba, multilayer_iba, regression_iba
+from iba_jax.attribute import (
+    DEFAULT_MULTILAYER,
+    IBAConfig,
+    iba,
+    inverse_iba,
+    multilayer_iba,
+    regression_iba,
+)
 from iba_jax.models.densenet import DenseNet, Variables
 from iba_jax.sharding import IMAGE_AXIS, check_mesh, pad_images, per_image_keys
 from iba_jax.stats import FeatureStats
 
-IBA_LAYER = "denseblock3"
-MULTILAYER = ("denseblock1", "denseblock2", "denseblock3")
+IBA_LAYER = "denseblock3"  # the paper's bottleneck layer
+# The reference code's β per method where it differs from IBA's 10: its Inverse IBA used 30.
+REFERENCE_BETAS: tuple[tuple[str, float], ...] = (("inverse_iba", 30.0),)
+BOTTLENECK_METHODS = (
+    "iba",
+    "inverse_iba",
+    "regression_iba_mse",
+    "regression_iba_rm",
+    "regression_iba_deviation",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +52,19 @@ class MethodSettings:
 
     Attributes:
       iba: the IBA family's optimisation settings.
+      iba_layer: the bottleneck layer of the single-layer IBA methods (``BOTTLENECK_METHODS``);
+        multi-layer IBA always uses denseblock1-3.
+      betas: ``(method, β)`` pairs that replace ``iba.beta`` for those methods, e.g.
+        ``REFERENCE_BETAS`` (the reference code's Inverse IBA) or β calibrated per method and
+        loss with ``beta_sweep``.
       ig_steps: Integrated Gradients' quadrature points (zero baseline).
       grad_cam_layer: Grad-CAM's layer (norm5, as the paper's code).
       lrp_rule: LRP's rule (``lrp.RULES``).
     """
 
     iba: IBAConfig = IBAConfig()
+    iba_layer: str = IBA_LAYER
+    betas: tuple[tuple[str, float], ...] = ()
     ig_steps: int = 32
     grad_cam_layer: str = "norm5"
     lrp_rule: str = "alpha1beta0"
@@ -50,39 +72,77 @@ class MethodSettings:
     def __post_init__(self) -> None:
         checks.check_positive_int("ig_steps", self.ig_steps)
         checks.check_choice("lrp_rule", self.lrp_rule, lrp.RULES)
+        names = [pair[0] for pair in self.betas]
+        for name in names:
+            checks.check_choice("betas", name, (*BOTTLENECK_METHODS, "multilayer_iba"))
+        if len(set(names)) != len(names):
+            raise ValueError(f"betas: expected each method once; got {names}.")
+        for name, beta in self.betas:
+            if not (isinstance(beta, float) and np.isfinite(beta) and beta > 0):
+                raise ValueError(f"betas: expected a finite float β > 0 for {name}; got {beta!r}.")
+
+    def config_for(self, method: str) -> IBAConfig:
+        """The IBA settings of ``method``: ``iba`` with its β from ``betas`` if given."""
+        beta = dict(self.betas).get(method)
+        return self.iba if beta is None else dataclasses.replace(self.iba, beta=beta)
 
 
 class Method(NamedTuple):
     """An attribution method: ``fn(model, variables, stats, images, targets, key, settings,
-    labels)`` -> ``(N, H, W)``; the layers whose feature statistics it needs; the unit of its
-    values; whether it needs each image's regression label."""
+    labels)`` -> ``(N, H, W)``; ``layers(settings)``, the layers whose feature statistics it
+    needs; the unit of its values; whether it needs each image's regression label."""
 
     fn: Callable[..., jax.Array]
-    layers: tuple[str, ...]
+    layers: Callable[[MethodSettings], tuple[str, ...]]
     unit: str
     needs_labels: bool = False
 
 
+def _bottleneck_layer(settings: MethodSettings) -> tuple[str, ...]:
+    return (settings.iba_layer,)
+
+
+def _multilayers(settings: MethodSettings) -> tuple[str, ...]:
+    return DEFAULT_MULTILAYER
+
+
+def _no_layer(settings: MethodSettings) -> tuple[str, ...]:
+    return ()
+
+
 def _iba(model, variables, stats, x, targets, key, settings, labels):
-    return iba(model, variables, stats[IBA_LAYER], x, targets, config=settings.iba, key=key)[0]
+    layer, config = settings.iba_layer, settings.config_for("iba")
+    return iba(model, variables, stats[layer], x, targets, layer=layer, config=config, key=key)[0]
 
 
 def _inverse(model, variables, stats, x, targets, key, settings, labels):
-    layer_stats = stats[IBA_LAYER]
-    return inverse_iba(model, variables, layer_stats, x, targets, config=settings.iba, key=key)[0]
+    layer, config = settings.iba_layer, settings.config_for("inverse_iba")
+    return inverse_iba(
+        model, variables, stats[layer], x, targets, layer=layer, config=config, key=key
+    )[0]
 
 
 def _multilayer(model, variables, stats, x, targets, key, settings, labels):
-    chosen = {layer: stats[layer] for layer in MULTILAYER}
-    return multilayer_iba(model, variables, chosen, x, targets, config=settings.iba, key=key).map
+    config = settings.config_for("multilayer_iba")
+    return multilayer_iba(model, variables, stats, x, targets, config=config, key=key).map
 
 
 def _regression(loss):
+    name = f"regression_iba_{loss}"
+
     def method(model, variables, stats, x, targets, key, settings, labels):
-        layer_stats = stats[IBA_LAYER]
+        layer, config = settings.iba_layer, settings.config_for(name)
         wanted = labels if loss == "mse" else None
         return regression_iba(
-            model, variables, layer_stats, x, wanted, loss=loss, config=settings.iba, key=key
+            model,
+            variables,
+            stats[layer],
+            x,
+            wanted,
+            loss=loss,
+            layer=layer,
+            config=config,
+            key=key,
         )[0]
 
     return method
@@ -113,17 +173,17 @@ def _random(model, variables, stats, x, targets, key, settings, labels):
 
 
 METHODS: dict[str, Method] = {
-    "iba": Method(_iba, (IBA_LAYER,), "bits"),
-    "inverse_iba": Method(_inverse, (IBA_LAYER,), "bits"),
-    "multilayer_iba": Method(_multilayer, MULTILAYER, "bits"),
-    "regression_iba_mse": Method(_regression("mse"), (IBA_LAYER,), "bits", needs_labels=True),
-    "regression_iba_rm": Method(_regression("rm"), (IBA_LAYER,), "bits"),
-    "regression_iba_deviation": Method(_regression("deviation"), (IBA_LAYER,), "bits"),
-    "gradients": Method(_gradients, (), "|gradient|"),
-    "integrated_gradients": Method(_integrated, (), "|attribution|"),
-    "grad_cam": Method(_grad_cam, (), "Grad-CAM"),
-    "lrp": Method(_lrp, (), "relevance"),
-    "random": Method(_random, (), "uniform noise"),
+    "iba": Method(_iba, _bottleneck_layer, "bits"),
+    "inverse_iba": Method(_inverse, _bottleneck_layer, "bits"),
+    "multilayer_iba": Method(_multilayer, _multilayers, "bits"),
+    "regression_iba_mse": Method(_regression("mse"), _bottleneck_layer, "bits", needs_labels=True),
+    "regression_iba_rm": Method(_regression("rm"), _bottleneck_layer, "bits"),
+    "regression_iba_deviation": Method(_regression("deviation"), _bottleneck_layer, "bits"),
+    "gradients": Method(_gradients, _no_layer, "|gradient|"),
+    "integrated_gradients": Method(_integrated, _no_layer, "|attribution|"),
+    "grad_cam": Method(_grad_cam, _no_layer, "Grad-CAM"),
+    "lrp": Method(_lrp, _no_layer, "relevance"),
+    "random": Method(_random, _no_layer, "uniform noise"),
 }
 
 
@@ -133,9 +193,11 @@ def target_key(seed_key: jax.Array, image_index: int, target: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(seed_key, image_index), target)
 
 
-def needed_layers(methods: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """The layers whose feature statistics the methods need."""
-    return tuple(sorted({layer for m in methods for layer in METHODS[m].layers}))
+def needed_layers(
+    methods: tuple[str, ...] | list[str], settings: MethodSettings = MethodSettings()
+) -> tuple[str, ...]:
+    """The layers whose feature statistics the methods need under ``settings``."""
+    return tuple(sorted({layer for m in methods for layer in METHODS[m].layers(settings)}))
 
 
 def attribution_maps(
@@ -154,7 +216,8 @@ def attribution_maps(
     """The maps ``(N, H, W)`` (float32) of method ``name`` for each image's target.
 
     Args:
-      stats: feature statistics per layer, at least those of ``METHODS[name].layers``.
+      stats: feature statistics per layer, at least those of
+        ``METHODS[name].layers(settings)``.
       targets: one output index per image (regression models: 0).
       key: PRNG key of the bottleneck noise (and of the random map): one key, split into one
         per image, or one key per image ``(N,)``. Image i's map depends only on image i, its
@@ -180,7 +243,8 @@ def attribution_maps(
     """
     checks.check_choice("method", name, tuple(METHODS))
     method = METHODS[name]
-    missing = [layer for layer in method.layers if layer not in stats]
+    layers = method.layers(settings)
+    missing = [layer for layer in layers if layer not in stats]
     if missing:
         raise ValueError(f"stats: {name} needs the feature statistics of {missing}; got none.")
     if method.needs_labels and labels is None:
@@ -196,7 +260,7 @@ def attribution_maps(
                 f"{np.asarray(labels).tolist()}."
             )
     keys = per_image_keys(key, count)
-    chosen = {layer: stats[layer] for layer in method.layers}
+    chosen = {layer: stats[layer] for layer in layers}
     if mesh is None:
         maps = method.fn(model, variables, chosen, images, targets, keys, settings, labels)
     else:

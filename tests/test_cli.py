@@ -7,11 +7,12 @@ import warnings
 import numpy as np
 import pytest
 
-from iba_jax import cli
+from iba_jax import cli, methods
 from iba_jax.bundle import load_bundle
 from iba_jax.cli import main
 from iba_jax.data import building  # noqa: F401 (installs the log filter under test)
 from iba_jax.diagnostics import FlatLambdaWarning
+from iba_jax.methods import MethodSettings
 from iba_jax.models import DenseNet
 from iba_jax.models.torch_import import variables_from_state_dict
 from iba_jax.pretrained import pretrained_dir
@@ -207,3 +208,26 @@ def test_a_warning_is_one_line_on_stderr_naming_the_command(monkeypatch, capsys)
         assert main(command) == 0
     err = capsys.readouterr().err
     assert err == "\niba-jax beta-sweep: warning: flat λ at 'denseblock3' in 1 of 2 images\n"
+
+
+def test_the_bottleneck_arguments_make_the_method_settings(capsys):
+    evaluate = ["evaluate", "--model", "phantoms_cls", "cxr_phantoms", "--data-dir", "d"]
+    args = cli.build_parser().parse_args([*evaluate, "--out", "o"])
+    assert cli._method_settings(args) == MethodSettings()  # the paper's
+    chosen = ["--layer", "denseblock2", "--beta", "1", "--method-beta", "inverse_iba=30"]
+    args = cli.build_parser().parse_args([*evaluate, "--out", "o", *chosen])
+    settings = cli._method_settings(args)
+    assert settings.iba_layer == "denseblock2" and settings.betas == methods.REFERENCE_BETAS
+    assert settings.config_for("iba").beta == 1.0 and settings.config_for("inverse_iba").beta == 30
+    for bad, message in [
+        (["--beta", "0"], "expected comma-separated numbers > 0; got '0'"),
+        (["--beta", "1,2"], "expected one number > 0; got '1,2'"),
+        (["--method-beta", "30"], "expected METHOD=β, e.g. inverse_iba=30; got '30'"),
+    ]:
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args([*evaluate, "--out", "o", *bad])
+        assert message in capsys.readouterr().err
+    explain = ["explain", "a.png", "--model", "phantoms_cls", "--out", "o"]
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([*explain, "--method-beta", "inverse=30"])
+    assert "--method-beta: expected METHOD from iba, inverse_iba," in capsys.readouterr().err

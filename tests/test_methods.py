@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from iba_jax import methods
-from iba_jax.attribute import IBAConfig
+from iba_jax.attribute import DEFAULT_MULTILAYER, IBAConfig, iba, inverse_iba
 from iba_jax.models import DenseNet, densenet_tiny
 from iba_jax.stats import estimate_feature_stats
 
@@ -19,7 +19,7 @@ def method_inputs():
     images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 1))
     stats = {
         layer: estimate_feature_stats(NET, variables, [images], layer)
-        for layer in methods.MULTILAYER
+        for layer in DEFAULT_MULTILAYER
     }
     return variables, images, stats
 
@@ -80,7 +80,52 @@ def test_what_a_method_needs_is_named(setting):
     with pytest.raises(ValueError, match="lrp_rule"):
         methods.MethodSettings(lrp_rule="gamma")
     assert methods.needed_layers(["iba", "gradients"]) == ("denseblock3",)
-    assert methods.needed_layers(["multilayer_iba"]) == methods.MULTILAYER
+    assert methods.needed_layers(["multilayer_iba"]) == DEFAULT_MULTILAYER
+    with pytest.raises(ValueError, match=r"betas: expected one of 'iba', .*; got 'inverse'"):
+        methods.MethodSettings(betas=(("inverse", 30.0),))
+    with pytest.raises(ValueError, match=r"betas: expected a finite float β > 0 for iba; got 0.0"):
+        methods.MethodSettings(betas=(("iba", 0.0),))
+    with pytest.raises(ValueError, match="betas: expected each method once"):
+        methods.MethodSettings(betas=(("iba", 1.0), ("iba", 2.0)))
+
+
+def test_the_layer_and_each_methods_beta_are_settings(setting):
+    """``iba_layer`` moves the single-layer methods' bottleneck; ``betas`` replaces β for the
+    methods named (here the reference code's Inverse IBA) and no other."""
+    variables, images, stats = setting
+    settings = methods.MethodSettings(
+        iba=QUICK.iba, iba_layer="denseblock2", betas=methods.REFERENCE_BETAS
+    )
+    assert methods.needed_layers(["iba", "inverse_iba"], settings) == ("denseblock2",)
+    assert settings.config_for("inverse_iba").beta == 30.0 and settings.config_for("iba").beta == 10
+    key = jax.random.key(2)
+    for name, fn, beta in (("iba", iba, 10.0), ("inverse_iba", inverse_iba, 30.0)):
+        maps = methods.attribution_maps(
+            name, NET, variables, stats, images, [0, 2], key=key, settings=settings
+        )
+        config = IBAConfig(beta=beta, steps=2, samples=1, unroll=False)
+        direct, _ = fn(
+            NET,
+            variables,
+            stats["denseblock2"],
+            images,
+            [0, 2],
+            layer="denseblock2",
+            config=config,
+            key=key,
+        )
+        np.testing.assert_allclose(maps, direct, rtol=1e-5, atol=1e-7, err_msg=name)
+    with pytest.raises(ValueError, match=r"stats: iba needs the feature statistics of \['norm5'\]"):
+        methods.attribution_maps(
+            "iba",
+            NET,
+            variables,
+            stats,
+            images,
+            [0, 2],
+            key=key,
+            settings=methods.MethodSettings(iba_layer="norm5"),
+        )
 
 
 @pytest.mark.parametrize("name", ["iba", "multilayer_iba", "random"])
