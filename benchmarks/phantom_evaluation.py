@@ -1,7 +1,8 @@
 """The paper's evaluation on the phantoms with the shipped models, and its claims as measured.
 
 Run: ``.venv/bin/python benchmarks/phantom_evaluation.py --data-dir D --out runs/phantoms_eval
-[--limit N] [--write docs/results.md]``.
+[--limit N] [--write docs/results.md] [--layer L] [--beta B] [--method-beta METHOD=B ...]``
+(the bottleneck arguments go to ``iba-jax evaluate``).
 
 Three ``iba-jax evaluate`` runs on the cxr_phantoms test split (built into ``--data-dir`` if
 needed), resumable like the command itself:
@@ -16,8 +17,10 @@ Then the claims of the paper, each as measured here, with the mean ± standard e
 cases and their number: (a) the fraction of instances marked by Inverse IBA vs IBA on images
 with two or more instances of the target finding; (b) Regression IBA's PCC with the severity
 map per loss vs a random map; (c) Multi-layer vs single-layer IBA IoU on nodules; (d) each
-method's insertion and deletion AUC vs a random map's. ``--write`` puts everything into one
-Markdown file. The last line printed is a JSON object of the claims' figures.
+method's insertion and deletion AUC vs a random map's; each also paired by case (the mean
+difference with its 95 % bootstrap interval and the sign test, ``metrics.paired``).
+``--write`` puts everything into one Markdown file. The last line printed is a JSON object of
+the claims' figures.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import jax
 import numpy as np
 
 from iba_jax import cli
+from iba_jax.metrics.paired import PairedComparison, paired_comparison, paired_markdown
 from iba_jax.pretrained import pretrained_dir
 from iba_jax.records import read_rows
 
@@ -46,15 +50,18 @@ RUNS = {
 }
 
 
-def run_evaluations(data_dir: str, out: Path, limit: int | None) -> dict[str, float]:
-    """Runs (or resumes) the three evaluations; returns the seconds each took."""
+def run_evaluations(
+    data_dir: str, out: Path, limit: int | None, bottleneck: list[str]
+) -> dict[str, float]:
+    """Runs (or resumes) the three evaluations, with ``bottleneck`` (``iba-jax evaluate``'s
+    --layer, --beta and --method-beta arguments); returns the seconds each took."""
     seconds = {}
     for name, (models, config, baseline) in RUNS.items():
         args = ["evaluate"]
         for model in models:
             args += ["--model", str(pretrained_dir(model))]
         args += ["cxr_phantoms", "--config", config, "--data-dir", data_dir]
-        args += ["--baseline", baseline, "--out", str(out / name)]
+        args += ["--baseline", baseline, "--out", str(out / name), *bottleneck]
         if limit is not None:
             args += ["--limit", str(limit)]
         print("iba-jax " + shlex.join(args), flush=True)
@@ -79,6 +86,31 @@ def values(rows, metric, **where) -> list[float]:
     return [float(r[metric]) for r in rows if all(r[k] == v for k, v in where.items())]
 
 
+def paired_by_case(rows, metric: str, a: str, b: str, **where) -> PairedComparison | None:
+    """Method ``b`` against ``a`` on ``metric``, paired by case (model, image, target); None
+    when fewer than two cases have both values."""
+    case = lambda r: (r["model"], r["index"], r["target"])
+    chosen = [r for r in rows if all(r[k] == v for k, v in where.items())]
+    of = {m: {case(r): float(r[metric]) for r in chosen if r["method"] == m} for m in (a, b)}
+    shared = [c for c in sorted(set(of[a]) & set(of[b])) if np.isfinite([of[a][c], of[b][c]]).all()]
+    if len(shared) < 2:
+        return None
+    return paired_comparison(
+        np.array([of[a][c] for c in shared]), np.array([of[b][c] for c in shared])
+    )
+
+
+def paired_section(comparisons: dict, names: tuple[str, str], figures: dict, key: str) -> str:
+    """The comparisons' table (those with two or more cases), their figures under ``key``."""
+    kept = {label: c for label, c in comparisons.items() if c is not None}
+    figures |= {f"paired/{key}/{label}": c._asdict() for label, c in kept.items()}
+    missing = [label for label, c in comparisons.items() if c is None]
+    parts = [paired_markdown(kept, names)] if kept else []
+    if missing:
+        parts.append(f"Not compared (fewer than 2 cases with both values): {', '.join(missing)}")
+    return "\nPaired by case:\n\n" + "\n\n".join(parts) + "\n"
+
+
 def fmt(stat: tuple[float, float, int]) -> str:
     mean, error, n = stat
     return f"{mean:.3f} ± {error:.3f} (n = {n})"
@@ -99,6 +131,8 @@ def claims(out: Path) -> tuple[str, dict]:
         stat = mean_and_error(values(bce, "instances_marked", method=method))
         figures[f"instances_marked/{method}"] = stat
         lines.append(f"| {method} | {fmt(stat)} |\n")
+    paired = {"instances marked": paired_by_case(bce, "instances_marked", "iba", "inverse_iba")}
+    lines.append(paired_section(paired, ("iba", "inverse_iba"), figures, "inverse_iba-iba"))
 
     lines.append("\n**(b) Regression IBA's maps correlate with the severity map; a random map's ")
     lines.append("do not.** Pearson correlation per case (phantoms_reg).\n\n")
@@ -107,6 +141,9 @@ def claims(out: Path) -> tuple[str, dict]:
         stat = mean_and_error(values(sev, "pcc", method=method))
         figures[f"pcc/{method}"] = stat
         lines.append(f"| {method} | {fmt(stat)} |\n")
+    regression = [m for m in dict.fromkeys(r["method"] for r in sev) if m != "random"]
+    paired = {f"PCC, {m}": paired_by_case(sev, "pcc", "random", m) for m in regression}
+    lines.append(paired_section(paired, ("random", "method"), figures, "method-random"))
 
     lines.append("\n**(c) Multi-layer IBA localises small findings better than IBA.** IoU on ")
     lines.append("the Nodule cases (phantoms_cls), and on all cases.\n\n")
@@ -116,6 +153,11 @@ def claims(out: Path) -> tuple[str, dict]:
         every = mean_and_error(values(bce, "iou", method=method))
         figures[f"iou_nodule/{method}"] = nodules
         lines.append(f"| {method} | {fmt(nodules)} | {fmt(every)} |\n")
+    paired = {
+        "IoU, nodules": paired_by_case(bce, "iou", "iba", "multilayer_iba", target_name="Nodule"),
+        "IoU, all findings": paired_by_case(bce, "iou", "iba", "multilayer_iba"),
+    }
+    lines.append(paired_section(paired, ("iba", "multilayer_iba"), figures, "multilayer_iba-iba"))
 
     lines.append("\n**(d) Insertion and deletion AUC of each method vs a random map** ")
     lines.append("(phantoms_cls; the target's probability; blurred baseline, σ = 10 px; ")
@@ -127,6 +169,13 @@ def claims(out: Path) -> tuple[str, dict]:
         figures[f"insertion_auc/{method}"] = insertion
         figures[f"deletion_auc/{method}"] = deletion
         lines.append(f"| {method} | {fmt(insertion)} | {fmt(deletion)} |\n")
+    paired = {
+        f"{metric.removesuffix('_auc')}, {m}": paired_by_case(bce, metric, "random", m)
+        for metric in ("insertion_auc", "deletion_auc")
+        for m in dict.fromkeys(r["method"] for r in bce)
+        if m != "random"
+    }
+    lines.append(paired_section(paired, ("random", "method"), figures, "method-random"))
     return "".join(lines), figures
 
 
@@ -174,16 +223,16 @@ def main() -> None:
     parser.add_argument("--out", default="runs/phantoms_eval")
     parser.add_argument("--limit", type=int, default=None, help="first N test images")
     parser.add_argument("--write", default=None, help="write the report to this Markdown file")
-    args = parser.parse_args()
+    args, bottleneck = parser.parse_known_args()  # the rest: --layer, --beta, --method-beta
     out = Path(args.out)
-    seconds = run_evaluations(args.data_dir, out, args.limit)
+    seconds = run_evaluations(args.data_dir, out, args.limit, bottleneck)
     claims_text, figures = claims(out)
     command = shlex.join([".venv/bin/python", "benchmarks/phantom_evaluation.py", *sys.argv[1:]])
     text = report(out, command, seconds, claims_text)
     print(text)
     if args.write:
         Path(args.write).write_text(text)
-    print(json.dumps({k: v[0] for k, v in figures.items()}))
+    print(json.dumps({k: v if isinstance(v, dict) else v[0] for k, v in figures.items()}))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Faithfulness, localisation and correlation metrics: hand-computed cases and sanity checks."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iba_jax.metrics import correlation, faithfulness, localisation
+from iba_jax.metrics import correlation, faithfulness, localisation, paired
 from iba_jax.metrics.ordering import pixel_ranks, top_pixels
 from iba_jax.models import DenseNet, densenet_tiny
 
@@ -132,3 +134,38 @@ def test_bad_maps_are_refused_by_name():
         faithfulness.insertion_deletion(pixel_sum, images, jnp.full((1, 8, 8), jnp.nan))
     with pytest.raises(ValueError, match="baseline: expected one of"):
         faithfulness.insertion_deletion(pixel_sum, images, jnp.zeros((1, 8, 8)), baseline="grey")
+
+
+def test_a_paired_comparison_matches_the_normal_theory_on_a_large_sample():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, 400)
+    b = a + rng.normal(0.1, 1.0, 400)  # shared cases: only the differences' spread counts
+    c = paired.paired_comparison(a, b)
+    d = b - a
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))  # the t-interval's half width at n = 400
+    assert c.difference == pytest.approx(d.mean(), abs=1e-12)
+    assert c.low == pytest.approx(d.mean() - half, abs=0.1 * half)
+    assert c.high == pytest.approx(d.mean() + half, abs=0.1 * half)
+    assert (c.wins, c.losses) == (int((d > 0).sum()), int((d < 0).sum()))
+    # The sign test is the exact binomial test of wins against losses at 1/2.
+    tail = sum(math.comb(c.n, k) for k in range(max(c.wins, c.losses), c.n + 1)) / 2**c.n
+    assert c.sign_p == pytest.approx(min(1.0, 2 * tail), rel=1e-9)
+
+
+def test_a_paired_comparison_of_ties_and_bad_inputs():
+    same = np.array([0.1, 0.5, 0.5, np.nan])
+    c = paired.paired_comparison(same, same)
+    assert (c.n, c.dropped, c.difference, c.low, c.high, c.sign_p) == (3, 1, 0, 0, 0, 1.0)
+    with pytest.raises(ValueError, match=r"a, b: expected two 1-D arrays .* got shapes \(3,\)"):
+        paired.paired_comparison(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="a, b: expected at least 2 pairs of finite values; got 1"):
+        paired.paired_comparison(np.array([1.0, np.nan]), np.array([2.0, 3.0]))
+    with pytest.raises(ValueError, match=r"confidence: expected a level in \(0, 1\); got 95"):
+        paired.paired_comparison(np.zeros(3), np.ones(3), confidence=95)
+    table = paired.paired_markdown(
+        {"instances marked": paired.paired_comparison(np.zeros(3), np.ones(3))}, ("iba", "inv")
+    )
+    assert table.splitlines()[0].startswith("| comparison | n | iba | inv | inv − iba (95 % CI)")
+    assert table.splitlines()[2] == (
+        "| instances marked | 3 | 0.000 | 1.000 | +1.000 (+1.000, +1.000) | 3 / 0 | 0.25 |"
+    )

@@ -4,7 +4,9 @@
 * ``localisation``: IoU with boxes and masks after binarising, pointing game, mass inside,
   lung zones;
 * ``correlation``: Pearson correlation of a map with a per-pixel severity map, and its
-  random-map control.
+  random-map control;
+* ``paired``: two methods on the same cases: the mean difference with a bootstrap interval,
+  and the sign test.
 
 Maps are ``(N, H, W)`` arrays, one per image, larger = more important.
 """
