@@ -18,11 +18,13 @@ is on the outcome, and reports the start terms beside it.
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 if TYPE_CHECKING:
@@ -54,24 +56,34 @@ def lambda_range(lam: jax.Array) -> np.ndarray:
 
 
 def warn_if_flat(layer: str, aux: AttributionAux, beta: float) -> None:
-    """Warns (:class:`FlatLambdaWarning`) when some image's λ is flat, with the start terms;
-    nothing when ``aux`` is traced (under a caller's ``jit``)."""
+    """Warns (:class:`FlatLambdaWarning`) when some image's λ is flat, with the start terms.
+
+    Traced (under a caller's ``jit``, or in the sharded path of ``attribution_maps``), the range
+    is computed in the program and a host callback warns when the program runs.
+    """
+    starts = (aux.model_loss[:, 0], aux.information_loss[:, 0])
     if isinstance(aux.lam, jax.core.Tracer):
-        return
-    spans = lambda_range(aux.lam)
+        flat = aux.lam.reshape(aux.lam.shape[0], -1)
+        low, high = jnp.percentile(flat, jnp.array([0.1, 99.9]), axis=1)
+        jax.debug.callback(functools.partial(_warn, layer, beta), high - low, *starts)
+    else:
+        _warn(layer, beta, lambda_range(aux.lam), *starts)
+
+
+def _warn(layer: str, beta: float, spans: Any, model: Any, information: Any) -> None:
+    spans = np.asarray(spans)
     flat = np.flatnonzero(spans < FLAT_LAMBDA)
     if not flat.size:
         return
     first = int(flat[0])
-    model = float(np.asarray(aux.model_loss)[first, 0])
-    information = beta * float(np.asarray(aux.information_loss)[first, 0])
     warnings.warn(
         f"flat λ at {layer!r} in {flat.size} of {len(spans)} images (image {first}: its middle "
         f"99.8 % spans {spans[first]:.3f} < {FLAT_LAMBDA}): the optimisation moved every α "
         "alike, so the map shows the feature statistics, not what the model uses. At the first "
-        f"step β·information was {information:.3g} nats against a model term of {model:.3g}. "
-        "Choose the layer and β on held-out images (ij.layer_locality, ij.beta_sweep; "
-        "iba-jax layer-locality, iba-jax beta-sweep).",
+        f"step β·information was {beta * float(np.asarray(information)[first]):.3g} nats "
+        f"against a model term of {float(np.asarray(model)[first]):.3g}. Choose the layer and "
+        "β on held-out images (ij.layer_locality, ij.beta_sweep; iba-jax layer-locality, "
+        "iba-jax beta-sweep).",
         FlatLambdaWarning,
         stacklevel=_outside_the_package(),
     )

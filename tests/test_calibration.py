@@ -86,10 +86,15 @@ def test_a_flat_lambda_warns_and_a_spread_one_does_not():
     with pytest.warns(FlatLambdaWarning, match=expected):
         _, flat = probe_iba(IBAConfig(beta=0.01, unroll=False))
     assert np.all(lambda_range(flat.lam) < 0.04)
-    traced = lambda lam: warn_if_flat("cells", aux._replace(lam=lam), 0.01) or lam.sum()
+    # Under a caller's jit (or sharded), the program computes the range and a callback warns.
+    traced = lambda a: warn_if_flat("cells", a, 0.01) or a.lam.sum()
+    with pytest.warns(FlatLambdaWarning, match=expected):
+        jax.block_until_ready(jax.jit(traced)(flat))
+        jax.effects_barrier()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        jax.jit(traced)(flat.lam)  # under a caller's jit λ is not known: no warning
+        jax.block_until_ready(jax.jit(traced)(aux))  # the spread one: no warning
+        jax.effects_barrier()
 
 
 def test_a_sweep_reports_the_lambda_range_without_warning():

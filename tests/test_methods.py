@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from iba_jax import methods
+from iba_jax import methods, sharding
 from iba_jax.attribute import DEFAULT_MULTILAYER, IBAConfig, iba, inverse_iba
+from iba_jax.diagnostics import FlatLambdaWarning
 from iba_jax.models import DenseNet, densenet_tiny
 from iba_jax.stats import estimate_feature_stats
 
@@ -139,3 +140,11 @@ def test_one_key_per_image_makes_maps_independent_of_batching(setting, name):
     for i, target in enumerate((0, 2)):
         alone = run(images[i : i + 1], [target], keys[i : i + 1])[0]
         np.testing.assert_allclose(both[i], alone, rtol=1e-4, atol=1e-6)
+
+
+def test_a_flat_lambda_warns_in_the_sharded_path_too(setting):
+    """The tiny random model's λ ends flat; sharded, the program is traced, and a host
+    callback warns when it runs."""
+    with pytest.warns(FlatLambdaWarning, match=r"flat λ at 'denseblock3' in 2 of 2 images"):
+        every_method("iba", setting, mesh=sharding.local_mesh())
+        jax.effects_barrier()
