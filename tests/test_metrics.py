@@ -126,6 +126,26 @@ def test_pearson_and_its_random_control():
     assert np.all(np.abs(control) < 0.1)
 
 
+def test_pearson_within_a_region_is_numpys_on_the_pixels_inside():
+    maps, severity = jax.random.uniform(jax.random.key(2), (2, 2, 32, 32))
+    lungs = jax.random.uniform(jax.random.key(3), (2, 32, 32)) < 0.3
+    inside = correlation.pearson(maps, severity, lungs)
+    for i in range(2):
+        chosen = np.asarray(lungs[i])
+        expected = np.corrcoef(np.asarray(maps[i])[chosen], np.asarray(severity[i])[chosen])[0, 1]
+        np.testing.assert_allclose(inside[i], expected, rtol=1e-5)
+    everywhere = jnp.ones_like(lungs)
+    np.testing.assert_allclose(
+        correlation.pearson(maps, severity, everywhere),
+        correlation.pearson(maps, severity),
+        rtol=1e-6,
+    )
+    # A map that only marks the region: high over the whole image, undefined inside it.
+    marks = lungs.astype(jnp.float32)
+    assert np.all(np.asarray(correlation.pearson(marks, marks * (1 + severity))) > 0.8)
+    assert np.all(np.isnan(correlation.pearson(marks, severity, lungs)))
+
+
 def test_bad_maps_are_refused_by_name():
     images = jnp.zeros((1, 8, 8, 1))
     with pytest.raises(ValueError, match="maps: expected one map per image of shape"):
