@@ -8,9 +8,10 @@ paper's BCE vs weighted BCE comparison) share one file: rows carry the model's n
 Metrics per row: IoU with the ground truth after binarising the map (``iou_rule``; "area", the
 default of the tables, keeps as many pixels as the ground truth has), pointing game, mass
 inside, insertion and deletion AUC, Sensitivity-N at ``SENSITIVITY_FRACTIONS`` of the pixels,
-the Pearson correlation with a per-pixel severity map (severity models), the fraction of the
-target's instances that the binarised map marks (images with two or more), and the seconds the
-case took (map and metrics).
+the Pearson correlation with a per-pixel severity map (severity models; over the image, and
+within the lungs only, where a map's grading counts and not its lying on the lungs), the
+fraction of the target's instances that the binarised map marks (images with two or more), and
+the seconds the case took (map and metrics).
 
 Cases and their ground truth, by data set and model:
 
@@ -27,6 +28,7 @@ as Markdown, CSV and PNG plots.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -90,10 +92,27 @@ METRICS = (
     "deletion_auc",
     *SENSITIVITY_COLUMNS,
     "pcc",
+    "pcc_lungs",
     "instances_marked",
     "seconds",
 )
 KEYS = ("model", "index", "target", "target_name", "method")
+COLUMNS = (*KEYS, *METRICS)  # of the results file, in order
+
+
+def check_columns(path: Path) -> None:
+    """Refuses a results file whose columns are not this version's (an older file lacks the
+    metrics added since): its rows could be neither resumed nor summarised."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), [])
+    if tuple(header) != COLUMNS:
+        missing = [c for c in COLUMNS if c not in header] or "another order"
+        raise ValueError(
+            f"results: {path} has the columns of another version of iba-jax (missing: "
+            f"{missing}); evaluate into a new file."
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +190,7 @@ class Case:
     truth: np.ndarray  # bool (H, W)
     label: float = float("nan")  # the regression target (severity score)
     severity: np.ndarray | None = None  # per-pixel severity map (H, W)
+    lungs: np.ndarray | None = None  # bool (H, W): the lungs (severity cases), for pcc_lungs
     instances: np.ndarray | None = None  # bool (K, H, W): the target's instances, one by one
 
 
@@ -195,7 +215,8 @@ def cases(example: dict[str, Any], index: int, label_names: Sequence[str] = ()) 
     if not scores.any():
         return []  # nothing to localise or correlate with
     severity = np.asarray(example["severity_map"])[..., 0].astype(np.float32)
-    return [Case(index, 0, in_zones(scores > 0), float(example["global_score"]), severity)]
+    label = float(example["global_score"])
+    return [Case(index, 0, in_zones(scores > 0), label, severity, lungs=zones > 0)]
 
 
 def _classification_cases(example: dict[str, Any], index: int) -> list[Case]:
@@ -314,6 +335,7 @@ def evaluate(
     """
     path = Path(results)
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_columns(path)
     _check_settings(path, model_name, bundle, config, stats)
     done = {_row_key(row) for row in distributed.all_rows(path)}
     out = distributed.part_path(path)
@@ -430,9 +452,11 @@ def _scores(bundle, x, targets, maps, case, config, key) -> dict[str, float]:
     marked = math.nan
     if case.instances is not None and len(case.instances) >= 2:
         marked = localisation.instances_marked(binary[0], case.instances, MARKED_SHARE)
-    pcc = math.nan
+    pcc = pcc_lungs = math.nan
     if case.severity is not None:
-        pcc = correlation.pearson(maps, jnp.asarray(case.severity)[None])[0]
+        severity = jnp.asarray(case.severity)[None]
+        pcc = correlation.pearson(maps, severity)[0]
+        pcc_lungs = correlation.pearson(maps, severity, jnp.asarray(case.lungs)[None])[0]
     return {
         "iou": _round(localisation.iou(binary, truth)[0]),
         "pointing_game": int(localisation.pointing_game(maps, truth)[0]),
@@ -441,6 +465,7 @@ def _scores(bundle, x, targets, maps, case, config, key) -> dict[str, float]:
         "deletion_auc": _round(curves.deletion_auc[0]),
         **{c: _round(v) for c, v in zip(SENSITIVITY_COLUMNS, sensitivity, strict=True)},
         "pcc": _round(pcc),
+        "pcc_lungs": _round(pcc_lungs),
         "instances_marked": _round(marked),
     }
 
@@ -452,6 +477,7 @@ def summary(
     appear: the number of cases, each metric's mean over the cases that have it, and
     ``seconds``' median (the first case of a method includes its compilation)."""
     checks.check_names("by", tuple(by), KEYS)
+    check_columns(Path(results))
     rows = read_rows(Path(results))
     groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
     for row in rows:

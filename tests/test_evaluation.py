@@ -125,6 +125,16 @@ def test_rows_summary_and_a_crash_resumed(setting, tmp_path):
     with pytest.raises(ValueError, match="other stats_sha256/denseblock3"):
         evaluation.evaluate(bundle, source, path, CONFIG, other_stats)
     assert rows(path) == resumed  # refused before touching the file
+    older = tmp_path / "older.csv"  # a file of a version without the pcc_lungs column
+    older.write_text(",".join(c for c in evaluation.COLUMNS if c != "pcc_lungs") + "\n")
+    for call in (
+        lambda: evaluation.evaluate(bundle, source, older, CONFIG, stats),
+        lambda: evaluation.summary(older),
+    ):
+        with pytest.raises(
+            ValueError, match=r"another version of iba-jax \(missing: \['pcc_lungs'\]"
+        ):
+            call()
     sensitivity = [float(r[c]) for r in expected for c in evaluation.SENSITIVITY_COLUMNS]
     assert np.isfinite(sensitivity).mean() > 0.9  # NaN only where a map is constant on subsets
 
@@ -184,6 +194,7 @@ def test_regression_cases_and_rows(tmp_path):
     assert len(found) == 1 and found[0].label == source[0]["global_score"]
     affected = np.isin(source[0]["zone_map"][..., 0], 1 + np.nonzero(source[0]["zone_scores"])[0])
     np.testing.assert_array_equal(found[0].truth, affected)
+    np.testing.assert_array_equal(found[0].lungs, source[0]["zone_map"][..., 0] > 0)
     nothing = dict(source[0], zone_scores=np.zeros(6, np.int32))
     assert evaluation.cases(nothing, 0) == []
     stats = evaluation.load_stats(pretrained_dir("phantoms_reg"), ["denseblock3"])
@@ -192,6 +203,11 @@ def test_regression_cases_and_rows(tmp_path):
     table = {r["method"]: r for r in evaluation.summary(path)}
     assert table["regression_iba_mse"]["cases"] == 3
     assert table["regression_iba_mse"]["pcc"] > table["random"]["pcc"]
+    # Within the lungs (metrics.correlation.pearson(within=) is checked in test_metrics): another
+    # figure than the whole image's, defined for every case.
+    for method in ("regression_iba_mse", "random"):
+        assert -1 <= table[method]["pcc_lungs"] <= 1, method
+        assert abs(table[method]["pcc_lungs"] - table[method]["pcc"]) > 1e-3, method
 
 
 def test_detector_cases_are_the_zones_each_detector_is_about():
