@@ -189,16 +189,6 @@ def _ground_truth_of(bundle: ModelBundle, source: Any, limit: int | None) -> _Gr
     return _GroundTruth(count, cases, _model_inputs_of(bundle, np.stack(pixels)))
 
 
-# The methods a β sweep can run: the IBA family, by their evaluation names.
-SWEPT = (
-    "iba",
-    "inverse_iba",
-    "regression_iba_mse",
-    "regression_iba_rm",
-    "regression_iba_deviation",
-)
-
-
 def _beta_sweep(args: argparse.Namespace) -> None:
     folder, bundle, source = _model_and_split(args)
     stats = evaluation.load_stats(
@@ -454,9 +444,9 @@ def _method_beta(text: str) -> tuple[str, float]:
     name, _, value = text.partition("=")
     if not name or not value:
         raise argparse.ArgumentTypeError(f"expected METHOD=β, e.g. inverse_iba=30; got {text!r}")
-    known = (*methods.BOTTLENECK_METHODS, "multilayer_iba")
-    if name.strip() not in known:
-        raise argparse.ArgumentTypeError(f"expected METHOD from {', '.join(known)}; got {name!r}")
+    if name.strip() not in methods.BETA_METHODS:
+        known = ", ".join(methods.BETA_METHODS)
+        raise argparse.ArgumentTypeError(f"expected METHOD from {known}; got {name!r}")
     return name.strip(), _beta(value)
 
 
@@ -710,9 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
         "classification_128 --data-dir ~/tfds --method iba --betas 0.01,0.1,1,10 --limit 100",
     )
     _add_ground_truth_arguments(sweep)
-    sweep.add_argument("--method", choices=SWEPT, default="iba")
+    sweep.add_argument("--method", choices=methods.BOTTLENECK_METHODS, default="iba")
     sweep.add_argument("--betas", type=_betas, default="0.01,0.1,1,10,30")
-    sweep.add_argument("--layer", default="denseblock3")
+    sweep.add_argument("--layer", default=methods.IBA_LAYER)
     sweep.set_defaults(func=_beta_sweep)
 
     locality = _subcommand(

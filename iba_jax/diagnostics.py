@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 # Below this range of the middle 99.8 % of an image's λ, the map is flat (see the module note).
 FLAT_LAMBDA = 0.04
+_RANGE = (0.1, 99.9)  # the percentiles of λ whose difference is its range
 
 
 class FlatLambdaWarning(UserWarning):
@@ -52,7 +53,8 @@ def lambda_range(lam: jax.Array) -> np.ndarray:
       array([0.  , 0.88])
     """
     flat = np.asarray(lam, np.float64).reshape(len(lam), -1)
-    return np.percentile(flat, 99.9, axis=1) - np.percentile(flat, 0.1, axis=1)
+    low, high = np.percentile(flat, _RANGE, axis=1)
+    return high - low
 
 
 def warn_if_flat(layer: str, aux: AttributionAux, beta: float) -> None:
@@ -64,7 +66,7 @@ def warn_if_flat(layer: str, aux: AttributionAux, beta: float) -> None:
     starts = (aux.model_loss[:, 0], aux.information_loss[:, 0])
     if isinstance(aux.lam, jax.core.Tracer):
         flat = aux.lam.reshape(aux.lam.shape[0], -1)
-        low, high = jnp.percentile(flat, jnp.array([0.1, 99.9]), axis=1)
+        low, high = jnp.percentile(flat, jnp.array(_RANGE), axis=1)  # on device: traced
         jax.debug.callback(functools.partial(_warn, layer, beta), high - low, *starts)
     else:
         _warn(layer, beta, lambda_range(aux.lam), *starts)

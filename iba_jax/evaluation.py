@@ -28,7 +28,6 @@ as Markdown, CSV and PNG plots.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -55,7 +54,7 @@ from iba_jax.data.brixia import DETECTOR_LABELS, detector_zones
 from iba_jax.data.preprocess import unit_range
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps, target_key
 from iba_jax.metrics import correlation, faithfulness, localisation
-from iba_jax.records import append_row, read_rows, write_rows
+from iba_jax.records import append_row, header_of, read_rows, write_rows
 from iba_jax.sharding import pad_images
 from iba_jax.stats import FeatureStats
 
@@ -105,8 +104,7 @@ def check_columns(path: Path) -> None:
     metrics added since): its rows could be neither resumed nor summarised."""
     if not path.exists():
         return
-    with path.open(newline="") as f:
-        header = next(csv.reader(f), [])
+    header = header_of(path)
     if tuple(header) != COLUMNS:
         missing = [c for c in COLUMNS if c not in header] or "another order"
         raise ValueError(

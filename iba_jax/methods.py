@@ -44,6 +44,7 @@ BOTTLENECK_METHODS = (
     "regression_iba_rm",
     "regression_iba_deviation",
 )
+BETA_METHODS = (*BOTTLENECK_METHODS, "multilayer_iba")  # the methods whose β can be set apart
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,7 @@ class MethodSettings:
         checks.check_choice("lrp_rule", self.lrp_rule, lrp.RULES)
         names = [pair[0] for pair in self.betas]
         for name in names:
-            checks.check_choice("betas", name, (*BOTTLENECK_METHODS, "multilayer_iba"))
+            checks.check_choice("betas", name, BETA_METHODS)
         if len(set(names)) != len(names):
             raise ValueError(f"betas: expected each method once; got {names}.")
         for name, beta in self.betas:

@@ -15,8 +15,7 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
     the row's columns, in order."""
     new = not path.exists()
     if not new:
-        with path.open(newline="") as f:
-            header = next(csv.reader(f), [])
+        header = header_of(path)
         if header != list(row):
             raise ValueError(
                 f"{path}: its columns {header} differ from the rows being added {list(row)} (a "
@@ -29,6 +28,12 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
         f.flush()
         os.fsync(f.fileno())
+
+
+def header_of(path: Path) -> list[str]:
+    """The column names of the CSV file ``path`` (its first line)."""
+    with path.open(newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

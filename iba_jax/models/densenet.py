@@ -450,17 +450,18 @@ def _initial_variables(model: DenseNet, key: jax.Array, image_size: int) -> Vari
     x = jax.ShapeDtypeStruct((1, image_size, image_size, model.config.in_channels), jnp.float32)
     init = functools.partial(model._module.init, start=None, stops=(_CLASSIFIER,), train=False)
     leaves, tree = jax.tree_util.tree_flatten_with_path(jax.eval_shape(init, key, x))
-    convolutions = [i for i, (path, leaf) in enumerate(leaves) if _is_conv_kernel(path, leaf)]
-    sizes = [leaves[i][1].size for i in convolutions]
+    named = [(_name(path), leaf) for path, leaf in leaves]
+    convolutions = [i for i, (name, leaf) in enumerate(named) if _is_conv_kernel(name, leaf)]
+    sizes = [named[i][1].size for i in convolutions]
     conv_key, classifier_key = jax.random.split(key)
     draws = jnp.split(jax.random.normal(conv_key, (sum(sizes),)), np.cumsum(sizes)[:-1])
-    values = [None] * len(leaves)
+    values = [None] * len(named)
     for i, draw in zip(convolutions, draws, strict=True):
-        shape = leaves[i][1].shape
+        shape = named[i][1].shape
         values[i] = draw.reshape(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))
-    for i, (path, leaf) in enumerate(leaves):
+    for i, (name, leaf) in enumerate(named):
         if values[i] is None:
-            values[i] = _constant_or_classifier(path, leaf, classifier_key)
+            values[i] = _constant_or_classifier(name, leaf, classifier_key)
     return dict(jax.tree.unflatten(tree, values))
 
 
@@ -468,12 +469,11 @@ def _name(path: tuple) -> str:
     return "/".join(str(getattr(entry, "key", entry)) for entry in path)
 
 
-def _is_conv_kernel(path: tuple, leaf: jax.ShapeDtypeStruct) -> bool:
-    return _name(path).startswith("params/") and _name(path).endswith("/kernel") and leaf.ndim == 4
+def _is_conv_kernel(name: str, leaf: jax.ShapeDtypeStruct) -> bool:
+    return name.startswith("params/") and name.endswith("/kernel") and leaf.ndim == 4
 
 
-def _constant_or_classifier(path: tuple, leaf: jax.ShapeDtypeStruct, key: jax.Array) -> jax.Array:
-    name = _name(path)
+def _constant_or_classifier(name: str, leaf: jax.ShapeDtypeStruct, key: jax.Array) -> jax.Array:
     if name == f"params/{_CLASSIFIER}/kernel":
         bound = 1.0 / np.sqrt(leaf.shape[0])
         return jax.random.uniform(key, leaf.shape, leaf.dtype, -bound, bound)
