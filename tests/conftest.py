@@ -1,18 +1,34 @@
 """Shared test setup: strict numerics and the torch reference fixtures in tests/data/."""
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 # Compilation is most of this suite's time: the programs are small and run for milliseconds.
-# LLVM's optimisation level 0 compiles them about a third faster (measured: the whole suite
-# 540 s -> 355 s on 2 cores) and changes no operation, only how the machine code is scheduled
-# and vectorised, which the tolerances already allow for (tests/README.md). Set before JAX
-# starts; the notebook kernels and child processes inherit it. Give the level in XLA_FLAGS to
-# choose another, e.g. XLA_FLAGS=--xla_backend_optimization_level=2 for the default one.
+# Two XLA:CPU settings compile them much faster and change no operation, only the machine code
+# (how it is scheduled, vectorised and fused into loops), which the tolerances already allow for
+# (tests/README.md):
+# - LLVM's optimisation level 0 (the whole suite 540 s -> 355 s on 2 cores, 2026-12-01);
+# - the elemental loop emitter instead of the MLIR fusion emitters (test_methods.py 52 s -> 33 s;
+#   the whole suite's CPU time 1,101 s -> 763 s, both suites side by side, 2026-12-02). XLA is
+#   retiring that emitter (openxla/xla#48001) and aborts at start on a flag it does not know,
+#   so the flag is added only when a child process has started JAX's CPU backend with it.
+# Set before JAX starts; the pytest-xdist workers, notebook kernels and child processes inherit
+# them. Naming the level in XLA_FLAGS runs the suite without either, e.g.
+# XLA_FLAGS=--xla_backend_optimization_level=2 for the settings the library runs under.
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
-    os.environ["XLA_FLAGS"] = flags.strip()
+    fast = ["--xla_backend_optimization_level=0"]
+    emitter = "--xla_cpu_use_fusion_emitters=false"
+    flags = " ".join([os.environ.get("XLA_FLAGS", ""), *fast, emitter]).strip()
+    started = subprocess.run(  # whether JAX's CPU backend starts with the flag
+        [sys.executable, "-c", "import jax; jax.devices('cpu')"],
+        env={**os.environ, "XLA_FLAGS": flags},
+        capture_output=True,
+    )
+    fast += [emitter] if started.returncode == 0 else []
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *fast]).strip()
 
 # Full float32 matmuls/convolutions (the tolerances below assume them), and no silent rank
 # promotion (a classic source of wrong broadcasting). Set in the environment, so that the
