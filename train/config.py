@@ -30,6 +30,11 @@ class TrainConfig:
       target: the feature the model predicts (``labels``, ``global_score``, ``detector_labels``).
       label_names: one name per output, stored in the exported bundle.
       max_train_examples: use only the first N training examples (None: all).
+      label_noise: the share of training labels flipped (multilabel only; 0: none). Each label
+        of each example is flipped or not by a draw fixed by (seed, example), the same in every
+        epoch, like an annotator's mistakes; the validation split keeps its labels. Gives a
+        less confident model: where a share p of labels is flipped, the best predicted
+        probability is 1 - p, not 1.
 
     Model:
       arch: ``densenet121`` ... ``tiny`` (``iba_jax.models.ARCHITECTURES``).
@@ -70,6 +75,7 @@ class TrainConfig:
     target: str = "labels"
     label_names: tuple[str, ...] = ()
     max_train_examples: int | None = None
+    label_noise: float = 0.0
 
     arch: str = "densenet121"
     arch_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -119,6 +125,14 @@ class TrainConfig:
             raise ValueError(
                 f"loss: expected mse for regression and bce/weighted_bce for multilabel; got "
                 f"task={self.task!r}, loss={self.loss!r}."
+            )
+        if not 0.0 <= self.label_noise < 0.5:
+            raise ValueError(
+                f"label_noise: expected a share in [0, 0.5); got {self.label_noise!r}."
+            )
+        if self.label_noise and self.task != "multilabel":
+            raise ValueError(
+                f"label_noise: flips labels of a multilabel task; got task={self.task!r}."
             )
         if not self.label_names:
             raise ValueError("label_names: expected one name per output; got none.")

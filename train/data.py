@@ -17,14 +17,22 @@ from train.config import TrainConfig
 
 
 class Split:
-    """Random access to one split's images (uint8 ``(N, H, W, 1)``) and targets (float32)."""
+    """Random access to one split's images (uint8 ``(N, H, W, 1)``) and targets (float32);
+    ``flips`` (``(N, K)`` booleans), where given, turns those 0/1 labels into their opposite."""
 
-    def __init__(self, source: Sequence[dict[str, Any]], target: str, limit: int | None = None):
+    def __init__(
+        self,
+        source: Sequence[dict[str, Any]],
+        target: str,
+        limit: int | None = None,
+        flips: np.ndarray | None = None,
+    ):
         self.source = source
         self.target = target
         self.size = len(source) if limit is None else min(limit, len(source))
         if self.size == 0:
             raise ValueError("the split is empty: nothing to train or evaluate on.")
+        self.flips = flips
 
     def __len__(self) -> int:
         return self.size
@@ -33,6 +41,8 @@ class Split:
         examples = [self.source[int(i)] for i in indices]
         images = np.stack([e["image"] for e in examples])
         targets = np.stack([np.atleast_1d(e[self.target]) for e in examples]).astype(np.float32)
+        if self.flips is not None:
+            targets = np.where(self.flips[indices], 1.0 - targets, targets)
         return images, targets
 
     def targets(self) -> np.ndarray:
@@ -47,8 +57,20 @@ def open_split(cfg: TrainConfig, split: str) -> Split:
     builder = building.build(
         cfg.dataset, config=cfg.dataset_config, data_dir=data_dir, manual_dir=cfg.manual_dir
     )
-    limit = cfg.max_train_examples if split == cfg.train_split else None
-    return Split(builder.as_data_source(split=split), cfg.target, limit)
+    source = builder.as_data_source(split=split)
+    if split != cfg.train_split:
+        return Split(source, cfg.target)
+    flips = label_flips(len(source), cfg.num_outputs, cfg.label_noise, cfg.seed)
+    return Split(source, cfg.target, cfg.max_train_examples, flips if cfg.label_noise else None)
+
+
+def label_flips(size: int, outputs: int, share: float, seed: int) -> np.ndarray:
+    """Which labels of each of ``size`` examples a noisy annotator got wrong: each one with
+    probability ``share``, by a draw that depends on (seed, example) only, so that a shorter
+    split (``max_train_examples``) has the same flips on the examples it keeps."""
+    return np.stack(
+        [np.random.default_rng([seed, 1, i]).random(outputs) < share for i in range(size)]
+    ).reshape(size, outputs)
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
