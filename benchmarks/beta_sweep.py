@@ -3,6 +3,9 @@ IBA with each loss (MSE, RM, Deviation) on the regressor; the model term against
 at the first and the last step, and the spread of the final λ.
 
     .venv/bin/python benchmarks/beta_sweep.py [--images 8] [--layers denseblock1,denseblock3]
+        [--classifier phantoms_cls] [--regressor phantoms_reg]
+
+(a model is a shipped model's name or a bundle folder with its feature statistics)
 
 Validation images (for the classifier, those with a finding, each explained for its first
 finding's class; for the regressor, MSE to the image's own score); the paper's settings with a
@@ -18,6 +21,7 @@ import numpy as np
 import iba_jax as ij
 from iba_jax.data import phantoms
 from iba_jax.data.preprocess import to_uint8, unit_range
+from iba_jax.pretrained import model_dir
 
 BETAS = (0.01, 0.1, 1.0, 10.0, 30.0)
 
@@ -42,8 +46,9 @@ def validation_images(task: str, count: int, size: int) -> tuple[np.ndarray, np.
 def sweep(model: str, task: str, count: int, methods: dict, layer: str) -> dict:
     """Each method's sweep on ``model`` at ``layer``, printed as a table; the figures by
     method."""
-    bundle = ij.load_pretrained(model)
-    stats = ij.load_feature_stats(ij.pretrained_dir(model), layer)
+    folder = model_dir(model)
+    bundle = ij.load_bundle(folder)
+    stats = ij.load_feature_stats(folder, layer)
     pixels, targets = validation_images(task, count, bundle.input_spec.image_size)
     images = bundle.input_spec.normalize(unit_range(pixels, 1))
     config = ij.IBAConfig(unroll=False)
@@ -77,14 +82,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--layers", default="denseblock3", help="comma-separated cut points")
+    parser.add_argument("--classifier", default="phantoms_cls", help="iba, inverse_iba; '' skips")
+    parser.add_argument("--regressor", default="phantoms_reg", help="regression_iba_*; '' skips")
     args = parser.parse_args()
     classifier = {"iba": ij.iba, "inverse_iba": ij.inverse_iba}
     regressor = {f"regression_iba_{loss}": regression(loss) for loss in ("mse", "rm", "deviation")}
     figures = {}
     for layer in args.layers.split(","):
+        runs = [(args.classifier, "classification", classifier)]
+        runs += [(args.regressor, "regression", regressor)]
         figures[layer] = {
-            **sweep("phantoms_cls", "classification", args.images, classifier, layer),
-            **sweep("phantoms_reg", "regression", args.images, regressor, layer),
+            name: points
+            for model, task, swept in runs
+            if model
+            for name, points in sweep(model, task, args.images, swept, layer).items()
         }
     print(json.dumps(figures))
 
