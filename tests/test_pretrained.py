@@ -19,6 +19,7 @@ def phantoms_of_the_test_split(task, size):
     return [phantoms.generate(task, size, 0, "test", i) for i in range(TEST_IMAGES)]
 
 
+@functools.cache
 def outputs_on_the_test_split(name, task):
     bundle = load_pretrained(name)
     truth = phantoms_of_the_test_split(task, bundle.input_spec.image_size)
@@ -30,12 +31,22 @@ def outputs_on_the_test_split(name, task):
     return np.asarray(outputs), truth
 
 
-@pytest.mark.parametrize("name", ["phantoms_cls", "phantoms_cls_weighted"])
+@pytest.mark.parametrize("name", ["phantoms_cls", "phantoms_cls_weighted", "phantoms_cls_noisy"])
 def test_classifiers_mean_auc_is_at_least_0_95(name):
     scores, truth = outputs_on_the_test_split(name, "classification")
     labels = np.stack([p.labels for p in truth]).astype(float)
     result = classification_metrics(scores, labels, phantoms.FINDINGS)
-    assert result["mean_auc"] >= 0.95 - 1e-3, result  # measured at shipping: 0.9995 both
+    assert result["mean_auc"] >= 0.95 - 1e-3, result  # at shipping: 0.9995, 0.9995, 0.997
+
+
+def test_the_noisy_classifier_is_unsure():
+    """What phantoms_cls_noisy is shipped for: trained on labels 20 % flipped, it gives a
+    finding that is there p ≈ 0.8 (the best it can), where phantoms_cls gives ≈ 1."""
+    for name, low, high in (("phantoms_cls_noisy", 0.7, 0.9), ("phantoms_cls", 0.99, 1.0)):
+        scores, truth = outputs_on_the_test_split(name, "classification")
+        there = np.stack([p.labels for p in truth]).astype(bool)
+        assert low <= np.median(scores[there]) <= high, name  # shipping: 0.831 and 0.999
+        assert 1 - high <= np.median(scores[~there]) <= 1 - low, name  # 0.212 and 0.002
 
 
 def test_detectors_mean_auc_is_at_least_0_95():
@@ -58,6 +69,7 @@ def test_unknown_names_are_refused():
         "phantoms_cls_weighted",
         "phantoms_reg",
         "phantoms_detectors",
+        "phantoms_cls_noisy",
     }
     with pytest.raises(ValueError, match="name: expected one of 'phantoms_cls'"):
         load_pretrained("chexnet")

@@ -1,6 +1,8 @@
 """Models shipped with iba-jax: classifiers, a severity regressor and detectors of the phantoms.
 
-``phantoms_cls`` (BCE) and ``phantoms_cls_weighted`` (weighted BCE) classify the four findings;
+``phantoms_cls`` (BCE) and ``phantoms_cls_weighted`` (weighted BCE) classify the four findings,
+``phantoms_cls_noisy`` too, trained on labels a fifth of which are flipped: a less confident
+classifier (a finding that is there gets p ≈ 0.83, not 0.999), as real ones are;
 ``phantoms_reg`` regresses the BrixIA-like global score; ``phantoms_detectors`` are BrixIA's
 three detectors (some zone scored 0-1 / 2 / 3). All are small DenseNets (growth 12, blocks
 2-4-8-6, 24 initial features; 1-channel 128 px input, pixels in [0, 1]) trained by ``train/``
@@ -23,7 +25,13 @@ from pathlib import Path
 from iba_jax import checks
 from iba_jax.bundle import ModelBundle, load_bundle
 
-PRETRAINED = ("phantoms_cls", "phantoms_cls_weighted", "phantoms_reg", "phantoms_detectors")
+PRETRAINED = (
+    "phantoms_cls",
+    "phantoms_cls_weighted",
+    "phantoms_reg",
+    "phantoms_detectors",
+    "phantoms_cls_noisy",
+)
 
 
 def pretrained_dir(name: str) -> Path:
