@@ -45,7 +45,7 @@ from iba_jax.bottleneck import (
 )
 from iba_jax.diagnostics import warn_if_flat
 from iba_jax.maps import ThresholdRule, binarize, to_bits_map
-from iba_jax.models.densenet import DenseNet, Variables
+from iba_jax.models.densenet import DenseNet, Variables, head_function
 from iba_jax.objectives import (
     DEFAULT_NEGATION_BOUND,
     ModelLoss,
@@ -738,7 +738,7 @@ def regression_iba(
             f"output: expected an output index in [0, {model.config.num_classes}); got {output}."
         )
     batch = np.shape(images)[0]
-    link = model.head_outputs
+    link = head_function(model.config.head)  # equal across calls: no recompilation
     if loss == "mse":
         if targets is None:
             raise ValueError("targets: the 'mse' loss needs a target score per image; got None.")

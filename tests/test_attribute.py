@@ -234,6 +234,17 @@ def test_regression_losses(tiny_model, stats, images):
     np.testing.assert_allclose(deviation, mse_to_clean, rtol=1e-4, atol=1e-8)
     rm, _ = regression_iba(net, variables, st3, images, loss="rm", **quick)
     assert rm.shape == (4, 64, 64) and np.all(np.isfinite(rm))
+    # A new but equal model object (every bundle.model is one) reuses each loss's program:
+    # the losses hold the head as a module-level function, not as a method of the object.
+    size, again = _attribute_compiled._cache_size(), dataclasses.replace(net)
+    for loss, targets, maps in (("deviation", None, deviation), ("mse", clean, mse_to_clean)):
+        np.testing.assert_array_equal(
+            regression_iba(again, variables, st3, images, targets, loss=loss, **quick)[0], maps
+        )
+    np.testing.assert_array_equal(
+        regression_iba(again, variables, st3, images, loss="rm", **quick)[0], rm
+    )
+    assert _attribute_compiled._cache_size() == size
 
 
 @pytest.fixture(scope="module")

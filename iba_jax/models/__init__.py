@@ -9,6 +9,7 @@ from iba_jax.models.densenet import (
     densenet169,
     densenet201,
     densenet_tiny,
+    head_function,
     predict,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "densenet169",
     "densenet201",
     "densenet_tiny",
+    "head_function",
     "predict",
 ]

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -204,6 +204,22 @@ ARCHITECTURES = {
     "densenet161": densenet161,
     "tiny": densenet_tiny,
 }
+
+
+def _linear(logits: jax.Array) -> jax.Array:
+    return logits
+
+
+_HEAD_FUNCTIONS = {"linear": _linear, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
+
+
+def head_function(head: Head) -> Callable[[jax.Array], jax.Array]:
+    """What a head applies to the logits: identity, sigmoid or ReLU, as one module-level
+    function per head. An objective that holds it (a static argument of the compiled loop) is
+    equal from call to call, so the program is reused; the bound method ``model.head_outputs``
+    would compare by the model object's identity, and every ``bundle.model`` is a new object."""
+    checks.check_choice("head", head, HEADS)
+    return _HEAD_FUNCTIONS[head]
 
 
 # --------------------------------------------------------------------------- linen modules
@@ -420,11 +436,7 @@ class DenseNet:
 
     def head_outputs(self, logits: jax.Array) -> jax.Array:
         """Applies the configured head to logits: identity, sigmoid or ReLU."""
-        if self.config.head == "sigmoid":
-            return jax.nn.sigmoid(logits)
-        if self.config.head == "relu":
-            return jax.nn.relu(logits)
-        return logits
+        return head_function(self.config.head)(logits)
 
     def _run(
         self, variables: Variables, h: jax.Array, start: str | None, stops: tuple[str, ...]
