@@ -123,7 +123,10 @@ class SquaredError:
 
     With y a label this is Regression IBA's MSE loss. With ``target_is_logits`` the target is the
     model's logits on the clean image and y = Φ(X): the Deviation loss. ``link`` is the model's
-    head (ReLU for BrixIA regression), identity by default.
+    head (ReLU for BrixIA regression), identity by default: pass
+    ``models.head_function(model.config.head)``, not the bound method ``model.head_outputs``,
+    which compares by the model object's identity and so compiles the loop anew for every new
+    (if equal) model object.
     """
 
     output: int = 0
