@@ -89,14 +89,13 @@ def main() -> None:
     regressor = {f"regression_iba_{loss}": regression(loss) for loss in ("mse", "rm", "deviation")}
     figures = {}
     for layer in args.layers.split(","):
-        runs = [(args.classifier, "classification", classifier)]
-        runs += [(args.regressor, "regression", regressor)]
-        figures[layer] = {
-            name: points
-            for model, task, swept in runs
-            if model
-            for name, points in sweep(model, task, args.images, swept, layer).items()
-        }
+        figures[layer] = {}
+        for model, task, swept in (
+            (args.classifier, "classification", classifier),
+            (args.regressor, "regression", regressor),
+        ):
+            if model:  # '' skips
+                figures[layer] |= sweep(model, task, args.images, swept, layer)
     print(json.dumps(figures))
 
 

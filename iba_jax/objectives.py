@@ -34,10 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from iba_jax.models.densenet import head_function
+
 ModelLoss = Callable[[jax.Array, jax.Array], jax.Array]
 """(logits (S, K), target) -> per-sample losses (S,)."""
 
 DEFAULT_NEGATION_BOUND = 10.0
+_NO_HEAD = head_function("linear")  # the default link: the logits as they are
 
 
 def check_output_index(name: str, index: object, outputs: int) -> None:
@@ -87,10 +90,6 @@ def softmax_cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def _identity(x: jax.Array) -> jax.Array:
-    return x
-
-
 # The parametrised losses are frozen dataclasses, not closures: equal settings hash equal, so
 # the compiled attribution loop (which takes the loss as a static argument) is reused.
 
@@ -130,7 +129,7 @@ class SquaredError:
     """
 
     output: int = 0
-    link: Callable[[jax.Array], jax.Array] = _identity
+    link: Callable[[jax.Array], jax.Array] = _NO_HEAD
     target_is_logits: bool = False
 
     def __call__(self, logits: jax.Array, target: jax.Array) -> jax.Array:
@@ -144,7 +143,7 @@ class RegressionMaximisation:
     """RM: −Φ(Z)², minimised, so the score Φ = ``link(logits)[..., output]`` is maximised."""
 
     output: int = 0
-    link: Callable[[jax.Array], jax.Array] = _identity
+    link: Callable[[jax.Array], jax.Array] = _NO_HEAD
 
     def __call__(self, logits: jax.Array, target: jax.Array) -> jax.Array:
         del target

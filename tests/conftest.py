@@ -19,16 +19,17 @@ from pathlib import Path
 # them. Naming the level in XLA_FLAGS runs the suite without either, e.g.
 # XLA_FLAGS=--xla_backend_optimization_level=2 for the settings the library runs under.
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    given = os.environ.get("XLA_FLAGS", "")
     fast = ["--xla_backend_optimization_level=0"]
     emitter = "--xla_cpu_use_fusion_emitters=false"
-    flags = " ".join([os.environ.get("XLA_FLAGS", ""), *fast, emitter]).strip()
     started = subprocess.run(  # whether JAX's CPU backend starts with the flag
         [sys.executable, "-c", "import jax; jax.devices('cpu')"],
-        env={**os.environ, "XLA_FLAGS": flags},
+        env={**os.environ, "XLA_FLAGS": " ".join([given, *fast, emitter]).strip()},
         capture_output=True,
     )
-    fast += [emitter] if started.returncode == 0 else []
-    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *fast]).strip()
+    if started.returncode == 0:
+        fast.append(emitter)
+    os.environ["XLA_FLAGS"] = " ".join([given, *fast]).strip()
 
 # Full float32 matmuls/convolutions (the tolerances below assume them), and no silent rank
 # promotion (a classic source of wrong broadcasting). Set in the environment, so that the

@@ -60,8 +60,10 @@ def open_split(cfg: TrainConfig, split: str) -> Split:
     source = builder.as_data_source(split=split)
     if split != cfg.train_split:
         return Split(source, cfg.target)
-    flips = label_flips(len(source), cfg.num_outputs, cfg.label_noise, cfg.seed)
-    return Split(source, cfg.target, cfg.max_train_examples, flips if cfg.label_noise else None)
+    flips = None
+    if cfg.label_noise:
+        flips = label_flips(len(source), cfg.num_outputs, cfg.label_noise, cfg.seed)
+    return Split(source, cfg.target, cfg.max_train_examples, flips)
 
 
 def label_flips(size: int, outputs: int, share: float, seed: int) -> np.ndarray:
@@ -70,7 +72,7 @@ def label_flips(size: int, outputs: int, share: float, seed: int) -> np.ndarray:
     split (``max_train_examples``) has the same flips on the examples it keeps."""
     return np.stack(
         [np.random.default_rng([seed, 1, i]).random(outputs) < share for i in range(size)]
-    ).reshape(size, outputs)
+    )
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
