@@ -1,6 +1,7 @@
 """β sweeps on the shipped phantom models: IBA and Inverse IBA on the classifier, Regression
 IBA with each loss (MSE, RM, Deviation) on the regressor; the model term against β·information
-at the first and the last step, and the spread of the final λ.
+at the first and the last step, the spread of the final λ and the β that ``ij.recommended_beta``
+recommends (without scores: the largest β whose λ is flat in no image and spreads by 0.3 or more).
 
     .venv/bin/python benchmarks/beta_sweep.py [--images 8] [--layers denseblock1,denseblock3]
         [--classifier phantoms_cls] [--regressor phantoms_reg]
@@ -67,6 +68,7 @@ def sweep(model: str, task: str, count: int, methods: dict, layer: str) -> dict:
         points = ij.beta_sweep(run, BETAS, config)
         print(f"{name}, {model}, {count} validation images, {layer}")
         print(ij.beta_markdown(points))
+        print(f"recommended β (largest whose λ spreads): {ij.recommended_beta(points)}")
         figures[name] = [p._asdict() for p in points]
     return figures
 

@@ -1,26 +1,41 @@
 """The paper's evaluation on the phantoms with the shipped models, and its claims as measured.
 
 Run: ``.venv/bin/python benchmarks/phantom_evaluation.py --data-dir D --out runs/phantoms_eval
-[--limit N] [--write docs/results.md] [--layer L] [--beta B] [--method-beta METHOD=B ...]``
-(the bottleneck arguments go to ``iba-jax evaluate``).
+[--limit N] [--write docs/results.md]``
 
-Three ``iba-jax evaluate`` runs on the cxr_phantoms test split (built into ``--data-dir`` if
-needed), resumable like the command itself:
+Six ``iba-jax evaluate`` runs on cxr_phantoms (built into ``--data-dir`` if needed), resumable
+like the command itself, each at the bottleneck layer and β that the tools of issue 15 chose
+(``iba-jax layer-locality`` and ``iba-jax beta-sweep`` on the first 8 validation images; the
+measurements are in docs/results.md and the README, "Which layer?" and "Which β?"):
 
-1. ``classification``: phantoms_cls (BCE) and phantoms_cls_weighted (weighted BCE), the
-   classification methods: Table 1, Table 3, Fig. 2, IoU per finding;
-2. ``severity``: phantoms_reg, the regression methods with the zero baseline (a blur hardly
-   changes a diffuse opacity): the PCC table and Fig. 3b;
-3. ``detectors``: phantoms_detectors, the classification methods: Table 2.
+1. ``classification``: phantoms_cls_noisy (the less confident classifier) and phantoms_cls, every
+   classification method, on the test split: Table 1, Fig. 2, IoU per finding, claims (a), (c),
+   (d). Bottleneck at denseblock1 (the deepest layer where blocking one of two instances keeps
+   the target and blocking both removes it), IBA β = 0.1, Inverse IBA β = 1.
+2. ``classification_validation``: the same for IBA, Inverse IBA and Multi-layer IBA on the
+   validation images from index 8 on (those the sweeps did not see), so that claims (a) and (c)
+   have 100 cases or more.
+3. ``classification_224`` and ``classification_224_validation``: the same three methods and
+   images with phantoms_cls_noisy_224, the same classifier at 224 px, where denseblock3 (the
+   paper's layer) is local: the bottleneck there, IBA β = 0.1, Inverse IBA β = 1 (the sweep's
+   best IoU among the βs whose λ is flat in no image).
+4. ``severity``: phantoms_reg, the regression methods, the zero baseline (a blur hardly changes a
+   diffuse opacity): claim (b), Fig. 3b. Bottleneck at denseblock2 (denseblock3 is not local),
+   β per loss as ``iba-jax beta-sweep --score pcc`` recommends: MSE 1, RM 30, Deviation 0.1.
+5. ``detectors``: phantoms_detectors, the classification methods: Table 2. Denseblock3 is local
+   for the detectors' large zones; β = 0.1 for IBA and Inverse IBA (recommended by the sweep:
+   the best IoU among the βs whose λ is flat in no image).
 
-Then the claims of the paper, each as measured here, with the mean ± standard error over the
-cases and their number: (a) the fraction of instances marked by Inverse IBA vs IBA on images
-with two or more instances of the target finding; (b) Regression IBA's PCC with the severity
-map per loss vs a random map; (c) Multi-layer vs single-layer IBA IoU on nodules; (d) each
-method's insertion and deletion AUC vs a random map's; each also paired by case (the mean
-difference with its 95 % bootstrap interval and the sign test, ``metrics.paired``).
-``--write`` puts everything into one Markdown file. The last line printed is a JSON object of
-the claims' figures.
+Sensitivity-N is not computed: on these models it is uninformative (docs/results.md). Then the
+claims of the paper, each as measured here, with the mean ± standard error over the cases and
+their number, and paired by case (the mean difference with its 95 % bootstrap interval and the
+sign test, ``metrics.paired``): (a) the fraction of instances marked by Inverse IBA vs IBA on
+images with two or more instances of the target finding; (b) Regression IBA's PCC with the
+severity map per loss vs a random map, over the image and within the lungs, beside the lung
+mask itself; (c) Multi-layer vs single-layer IBA IoU on nodules; (d) each method's insertion and
+deletion AUC vs a random map's. ``--write`` puts everything into one Markdown file, keeping
+the hand-written notes of the file it replaces (from "## Reading these results" on). The last
+line printed is a JSON object of the claims' figures.
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,36 +59,113 @@ from iba_jax import cli, evaluation
 from iba_jax.data import building
 from iba_jax.metrics import correlation
 from iba_jax.metrics.paired import PairedComparison, paired_comparison, paired_markdown
-from iba_jax.pretrained import pretrained_dir
 from iba_jax.records import read_rows
 
+CLASSIFIERS = ("phantoms_cls_noisy", "phantoms_cls")
+# Claims (a) and (c): each classifier's cases from the test and validation runs.
+CLAIM_RUNS = {
+    "phantoms_cls_noisy": ("classification", "classification_validation"),
+    "phantoms_cls": ("classification", "classification_validation"),
+    "phantoms_cls_noisy_224": ("classification_224", "classification_224_validation"),
+}
+ALL_IBA = ("iba", "inverse_iba", "multilayer_iba")
+
+
+class Run(NamedTuple):
+    """One ``iba-jax evaluate`` run: rows from image index ``first`` on are the run's cases."""
+
+    models: tuple[str, ...]
+    config: str
+    split: str
+    images: int
+    baseline: str
+    bottleneck: tuple[str, ...]
+    methods: tuple[str, ...] = ()  # () : every method of the task
+    first: int = 0
+
+
+_CLS_BOTTLENECK = ("--layer", "denseblock1", "--beta", "0.1", "--method-beta", "inverse_iba=1")
+_224_BOTTLENECK = ("--layer", "denseblock3", "--beta", "0.1", "--method-beta", "inverse_iba=1")
 RUNS = {
-    "classification": (("phantoms_cls", "phantoms_cls_weighted"), "classification_128", "blur"),
-    "severity": (("phantoms_reg",), "regression_128", "zero"),
-    "detectors": (("phantoms_detectors",), "regression_128", "blur"),
+    "classification": Run(CLASSIFIERS, "classification_128", "test", 200, "blur", _CLS_BOTTLENECK),
+    "classification_validation": Run(
+        CLASSIFIERS, "classification_128", "validation", 208, "blur", _CLS_BOTTLENECK, ALL_IBA, 8
+    ),
+    "classification_224": Run(
+        ("phantoms_cls_noisy_224",),
+        "classification_224",
+        "test",
+        200,
+        "blur",
+        _224_BOTTLENECK,
+        ALL_IBA,
+    ),
+    "classification_224_validation": Run(
+        ("phantoms_cls_noisy_224",),
+        "classification_224",
+        "validation",
+        208,
+        "blur",
+        _224_BOTTLENECK,
+        ALL_IBA,
+        8,
+    ),
+    "severity": Run(
+        ("phantoms_reg",),
+        "regression_128",
+        "test",
+        200,
+        "zero",
+        (
+            "--layer",
+            "denseblock2",
+            *("--method-beta", "regression_iba_mse=1"),
+            *("--method-beta", "regression_iba_rm=30"),
+            *("--method-beta", "regression_iba_deviation=0.1"),
+        ),
+    ),
+    "detectors": Run(
+        ("phantoms_detectors",),
+        "regression_128",
+        "test",
+        100,
+        "blur",
+        ("--layer", "denseblock3", "--beta", "0.1"),
+    ),
 }
 
 
-def run_evaluations(
-    data_dir: str, out: Path, limit: int | None, bottleneck: list[str]
-) -> dict[str, float]:
-    """Runs (or resumes) the three evaluations, with ``bottleneck`` (``iba-jax evaluate``'s
-    --layer, --beta and --method-beta arguments); returns the seconds each took."""
+def evaluate_args(name: str, run: Run, data_dir: str, out: Path, limit: int | None) -> list[str]:
+    """``iba-jax evaluate``'s arguments for a run (``limit``: at most that many images)."""
+    args = ["evaluate"]
+    for model in run.models:
+        args += ["--model", model]
+    images = run.images if limit is None else min(run.images, run.first + limit)
+    args += ["cxr_phantoms", "--config", run.config, "--split", run.split]
+    args += ["--data-dir", data_dir, "--limit", str(images), "--baseline", run.baseline]
+    args += ["--sensitivity-samples", "0", *run.bottleneck, "--out", str(out / name)]
+    if run.methods:
+        args += ["--methods", ",".join(run.methods)]
+    return args
+
+
+def run_evaluations(data_dir: str, out: Path, limit: int | None) -> dict[str, float]:
+    """Runs (or resumes) the evaluations; returns the seconds each took."""
     seconds = {}
-    for name, (models, config, baseline) in RUNS.items():
-        args = ["evaluate"]
-        for model in models:
-            args += ["--model", str(pretrained_dir(model))]
-        args += ["cxr_phantoms", "--config", config, "--data-dir", data_dir]
-        args += ["--baseline", baseline, "--out", str(out / name), *bottleneck]
-        if limit is not None:
-            args += ["--limit", str(limit)]
+    for name, run in RUNS.items():
+        args = evaluate_args(name, run, data_dir, out, limit)
         print("iba-jax " + shlex.join(args), flush=True)
         start = time.perf_counter()
         if cli.main(args) != 0:
             raise SystemExit(f"iba-jax evaluate failed for {name}")
         seconds[name] = round(time.perf_counter() - start, 1)
     return seconds
+
+
+def rows_of(out: Path, name: str) -> list[dict]:
+    """A run's result rows from its first counted image on."""
+    first = RUNS[name].first
+    return [r for r in read_rows(out / name / "results.csv") if int(r["index"]) >= first]
 
 
 def mean_and_error(values: list[float]) -> tuple[float, float, int]:
@@ -90,9 +183,9 @@ def values(rows, metric, **where) -> list[float]:
 
 
 def paired_by_case(rows, metric: str, a: str, b: str, **where) -> PairedComparison | None:
-    """Method ``b`` against ``a`` on ``metric``, paired by case (model, image, target); None
-    when fewer than two cases have both values."""
-    case = lambda r: (r["model"], r["index"], r["target"])
+    """Method ``b`` against ``a`` on ``metric``, paired by case (model, run, image, target);
+    None when fewer than two cases have both values."""
+    case = lambda r: (r["model"], r.get("run", ""), r["index"], r["target"])
     chosen = [r for r in rows if all(r[k] == v for k, v in where.items())]
     of = {m: {case(r): float(r[metric]) for r in chosen if r["method"] == m} for m in (a, b)}
     shared = [c for c in sorted(set(of[a]) & set(of[b])) if np.isfinite([of[a][c], of[b][c]]).all()]
@@ -122,8 +215,8 @@ def fmt(stat: tuple[float, float, int]) -> str:
 def lung_mask_pcc(data_dir: str, rows) -> list[float]:
     """The baseline map of claim (b): each severity case's lung mask, correlated with its
     severity map over the whole image."""
-    _, config, _ = RUNS["severity"]
-    source = building.data_source("cxr_phantoms", "test", config=config, data_dir=data_dir)
+    run = RUNS["severity"]
+    source = building.data_source("cxr_phantoms", run.split, config=run.config, data_dir=data_dir)
     found = []
     for index in sorted({int(r["index"]) for r in rows}):
         (case,) = evaluation.cases(source[index], index)
@@ -134,20 +227,29 @@ def lung_mask_pcc(data_dir: str, rows) -> list[float]:
 
 def claims(out: Path, data_dir: str) -> tuple[str, dict]:
     """The four claims as Markdown and as figures."""
-    cls = read_rows(out / "classification" / "results.csv")
-    bce = [r for r in cls if r["model"] == "phantoms_cls"]
-    sev = read_rows(out / "severity" / "results.csv")
+    test = rows_of(out, "classification")
+    both = [
+        r | {"run": name}
+        for name in dict.fromkeys(n for runs in CLAIM_RUNS.values() for n in runs)
+        for r in rows_of(out, name)
+        if r["model"] in CLAIM_RUNS and name in CLAIM_RUNS[r["model"]]
+    ]
+    sev = rows_of(out, "severity")
     lines, figures = [], {}
 
     lines.append("**(a) Inverse IBA marks more of a finding's instances than IBA.** Cases with ")
-    lines.append("two or more instances of the target finding (phantoms_cls); an instance is ")
-    lines.append("marked when the map, binarised to the ground truth's area, covers at least ")
-    lines.append("half of it.\n\n| method | instances marked |\n|---|---|\n")
-    for method in ("iba", "inverse_iba", "multilayer_iba", "grad_cam", "random"):
-        stat = mean_and_error(values(bce, "instances_marked", method=method))
-        figures[f"instances_marked/{method}"] = stat
-        lines.append(f"| {method} | {fmt(stat)} |\n")
-    paired = {"instances marked": paired_by_case(bce, "instances_marked", "iba", "inverse_iba")}
+    lines.append("two or more instances of the target finding (test and validation images); an ")
+    lines.append("instance is marked when the map, binarised to the ground truth's area, covers ")
+    lines.append("at least half of it.\n\n| model | method | instances marked |\n|---|---|---|\n")
+    paired = {}
+    for model in CLAIM_RUNS:
+        for method in ("iba", "inverse_iba", "multilayer_iba"):
+            stat = mean_and_error(values(both, "instances_marked", model=model, method=method))
+            figures[f"instances_marked/{model}/{method}"] = stat
+            lines.append(f"| {model} | {method} | {fmt(stat)} |\n")
+        paired[f"instances marked, {model}"] = paired_by_case(
+            both, "instances_marked", "iba", "inverse_iba", model=model
+        )
     lines.append(paired_section(paired, ("iba", "inverse_iba"), figures, "inverse_iba-iba"))
 
     lines.append("\n**(b) Regression IBA's maps correlate with the severity map; a random map's ")
@@ -172,35 +274,42 @@ def claims(out: Path, data_dir: str) -> tuple[str, dict]:
     lines.append(paired_section(paired, ("random", "method"), figures, "method-random"))
 
     lines.append("\n**(c) Multi-layer IBA localises small findings better than IBA.** IoU on ")
-    lines.append("the Nodule cases (phantoms_cls), and on all cases.\n\n")
-    lines.append("| method | IoU, nodules | IoU, all findings |\n|---|---|---|\n")
-    for method in ("iba", "multilayer_iba", "inverse_iba"):
-        nodules = mean_and_error(values(bce, "iou", method=method, target_name="Nodule"))
-        every = mean_and_error(values(bce, "iou", method=method))
-        figures[f"iou_nodule/{method}"] = nodules
-        lines.append(f"| {method} | {fmt(nodules)} | {fmt(every)} |\n")
-    paired = {
-        "IoU, nodules": paired_by_case(bce, "iou", "iba", "multilayer_iba", target_name="Nodule"),
-        "IoU, all findings": paired_by_case(bce, "iou", "iba", "multilayer_iba"),
-    }
+    lines.append("the Nodule cases (test and validation images), and on all cases.\n\n")
+    lines.append("| model | method | IoU, nodules | IoU, all findings |\n|---|---|---|---|\n")
+    paired = {}
+    for model in CLAIM_RUNS:
+        for method in ("iba", "multilayer_iba", "inverse_iba"):
+            mine = dict(model=model, method=method)
+            nodules = mean_and_error(values(both, "iou", target_name="Nodule", **mine))
+            every = mean_and_error(values(both, "iou", **mine))
+            figures[f"iou_nodule/{model}/{method}"] = nodules
+            lines.append(f"| {model} | {method} | {fmt(nodules)} | {fmt(every)} |\n")
+        paired[f"IoU, nodules, {model}"] = paired_by_case(
+            both, "iou", "iba", "multilayer_iba", model=model, target_name="Nodule"
+        )
+        paired[f"IoU, all findings, {model}"] = paired_by_case(
+            both, "iou", "iba", "multilayer_iba", model=model
+        )
     lines.append(paired_section(paired, ("iba", "multilayer_iba"), figures, "multilayer_iba-iba"))
 
     lines.append("\n**(d) Insertion and deletion AUC of each method vs a random map** ")
-    lines.append("(phantoms_cls; the target's probability; blurred baseline, σ = 10 px; ")
+    lines.append("(test images; the target's probability; blurred baseline, σ = 10 px; ")
     lines.append("insertion: higher is better, deletion: lower).\n\n")
-    lines.append("| method | insertion AUC | deletion AUC |\n|---|---|---|\n")
-    for method in dict.fromkeys(r["method"] for r in bce):
-        insertion = mean_and_error(values(bce, "insertion_auc", method=method))
-        deletion = mean_and_error(values(bce, "deletion_auc", method=method))
-        figures[f"insertion_auc/{method}"] = insertion
-        figures[f"deletion_auc/{method}"] = deletion
-        lines.append(f"| {method} | {fmt(insertion)} | {fmt(deletion)} |\n")
-    paired = {
-        f"{metric.removesuffix('_auc')}, {m}": paired_by_case(bce, metric, "random", m)
-        for metric in ("insertion_auc", "deletion_auc")
-        for m in dict.fromkeys(r["method"] for r in bce)
-        if m != "random"
-    }
+    lines.append("| model | method | insertion AUC | deletion AUC |\n|---|---|---|---|\n")
+    paired = {}
+    for model in CLASSIFIERS:
+        mine = [r for r in test if r["model"] == model]
+        for method in dict.fromkeys(r["method"] for r in mine):
+            insertion = mean_and_error(values(mine, "insertion_auc", method=method))
+            deletion = mean_and_error(values(mine, "deletion_auc", method=method))
+            figures[f"insertion_auc/{model}/{method}"] = insertion
+            figures[f"deletion_auc/{model}/{method}"] = deletion
+            lines.append(f"| {model} | {method} | {fmt(insertion)} | {fmt(deletion)} |\n")
+        for metric in ("insertion_auc", "deletion_auc"):
+            for m in dict.fromkeys(r["method"] for r in mine):
+                if m != "random":
+                    label = f"{metric.removesuffix('_auc')}, {model}, {m}"
+                    paired[label] = paired_by_case(mine, metric, "random", m)
     lines.append(paired_section(paired, ("random", "method"), figures, "method-random"))
     return "".join(lines), figures
 
@@ -209,7 +318,7 @@ def speed(out: Path) -> str:
     """Median seconds per case of each method (map and all metrics), from the results."""
     lines = ["| run | method | median seconds per case | cases per second |\n|---|---|---|---|\n"]
     for name in RUNS:
-        rows = read_rows(out / name / "results.csv")
+        rows = rows_of(out, name)
         for method in dict.fromkeys(r["method"] for r in rows):
             median = float(np.median(values(rows, "seconds", method=method)))
             lines.append(f"| {name} | {method} | {median:.3f} | {1 / median:.2f} |\n")
@@ -219,10 +328,7 @@ def speed(out: Path) -> str:
 def compute_seconds(out: Path) -> dict[str, float]:
     """Per run, the sum of the per-case seconds in its results (compilation included): the
     compute time, whether the run was done in one go or resumed."""
-    return {
-        name: round(sum(values(read_rows(out / name / "results.csv"), "seconds")), 1)
-        for name in RUNS
-    }
+    return {name: round(sum(values(rows_of(out, name), "seconds")), 1) for name in RUNS}
 
 
 def report(out: Path, command: str, seconds: dict[str, float], claims_text: str) -> str:
@@ -232,8 +338,14 @@ def report(out: Path, command: str, seconds: dict[str, float], claims_text: str)
         f"on {datetime.date.today()}, {platform.machine()} with {jax.device_count()} "
         f"{jax.devices()[0].platform.upper()} device(s), jax {jax.__version__}. Compute time per "
         f"run (seconds, the sum over its cases, compilation included): {compute_seconds(out)}; "
-        f"wall time of this invocation per run: {seconds}.\n\n",
-        "## The paper's claims, as measured on the phantoms\n\n",
+        f"wall time of this invocation per run: {seconds}. The runs:\n\n",
+        "| run | models | images | bottleneck |\n|---|---|---|---|\n",
+        *(
+            f"| {name} | {', '.join(run.models)} | {run.split} {run.first}-{run.images - 1} "
+            f"| {' '.join(run.bottleneck)} |\n"
+            for name, run in RUNS.items()
+        ),
+        "\n## The paper's claims, as measured on the phantoms\n\n",
         claims_text,
     ]
     for name in RUNS:
@@ -243,21 +355,31 @@ def report(out: Path, command: str, seconds: dict[str, float], claims_text: str)
     return "".join(parts)
 
 
+NOTES = "## Reading these results"
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written notes at the end of an earlier report (from ``NOTES`` on), which a
+    rerun keeps below the regenerated tables."""
+    text = path.read_text() if path.exists() else ""
+    return "\n" + text[text.index(NOTES) :] if NOTES in text else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--out", default="runs/phantoms_eval")
-    parser.add_argument("--limit", type=int, default=None, help="first N test images")
+    parser.add_argument("--limit", type=int, default=None, help="at most N images per run")
     parser.add_argument("--write", default=None, help="write the report to this Markdown file")
-    args, bottleneck = parser.parse_known_args()  # the rest: --layer, --beta, --method-beta
+    args = parser.parse_args()
     out = Path(args.out)
-    seconds = run_evaluations(args.data_dir, out, args.limit, bottleneck)
+    seconds = run_evaluations(args.data_dir, out, args.limit)
     claims_text, figures = claims(out, args.data_dir)
     command = shlex.join([".venv/bin/python", "benchmarks/phantom_evaluation.py", *sys.argv[1:]])
     text = report(out, command, seconds, claims_text)
     print(text)
     if args.write:
-        Path(args.write).write_text(text)
+        Path(args.write).write_text(text + kept_notes(Path(args.write)))
     print(json.dumps({k: v if isinstance(v, dict) else v[0] for k, v in figures.items()}))
 
 

@@ -24,7 +24,7 @@ from iba_jax.bundle import (
     save_feature_stats,
     stats_layers,
 )
-from iba_jax.calibration import BetaPoint, beta_markdown, beta_sweep
+from iba_jax.calibration import BetaPoint, beta_markdown, beta_sweep, recommended_beta
 from iba_jax.coiba import coiba
 from iba_jax.diagnostics import FlatLambdaWarning, lambda_range
 from iba_jax.locality import LayerLocality, LocalityReport, layer_locality
@@ -54,6 +54,7 @@ from iba_jax.objectives import (
     vector_bce,
 )
 from iba_jax.pretrained import load_pretrained, pretrained_dir
+from iba_jax.segmentation import Segmenter, load_segmenter, segment_lungs
 from iba_jax.sharding import local_mesh
 from iba_jax.stats import FeatureStats, estimate_feature_stats
 
@@ -76,6 +77,7 @@ __all__ = [
     "MultiLayerResult",
     "Negated",
     "RegressionMaximisation",
+    "Segmenter",
     "SquaredError",
     "StateDictMismatchError",
     "StatsOfAnotherModelError",
@@ -99,14 +101,17 @@ __all__ = [
     "load_bundle",
     "load_feature_stats",
     "load_pretrained",
+    "load_segmenter",
     "load_state_dict",
     "local_mesh",
     "multilayer_iba",
     "pretrained_dir",
+    "recommended_beta",
     "regression_iba",
     "resize_bilinear_mirror",
     "save_bundle",
     "save_feature_stats",
+    "segment_lungs",
     "softmax_cross_entropy",
     "stats_layers",
     "target_bce",

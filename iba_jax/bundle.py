@@ -144,7 +144,7 @@ def content_checksum(metadata: dict[str, Any], variables: Variables) -> str:
     return digest.hexdigest()
 
 
-def _save_checked(
+def save_checked(
     directory: Path, metadata: dict[str, Any], tree: Any, meta_name: str, tree_name: str
 ) -> str:
     """Writes ``tree`` (Orbax) and ``metadata`` plus their sha256 (JSON) into ``directory``,
@@ -167,14 +167,14 @@ def _save_checked(
     return checksum
 
 
-def _load_checked(
+def load_checked(
     directory: Path,
     meta_name: str,
     tree_name: str,
     abstract_tree: Callable[[dict[str, Any]], Any],
     what: str,
 ) -> tuple[dict[str, Any], Any]:
-    """Reads what :func:`_save_checked` wrote and verifies the checksum."""
+    """Reads what :func:`save_checked` wrote and verifies the checksum."""
     try:
         stored = json.loads((directory / meta_name).read_text())
         recorded = stored.pop("sha256")
@@ -207,7 +207,7 @@ def save_bundle(directory: str | Path, bundle: ModelBundle, *, overwrite: bool =
             f"directory: {str(directory)!r} exists; pass overwrite=True (--overwrite) "
             "to replace it."
         )
-    return _save_checked(directory, _metadata(bundle), bundle.variables, _BUNDLE_JSON, "variables")
+    return save_checked(directory, _metadata(bundle), bundle.variables, _BUNDLE_JSON, "variables")
 
 
 def _bundle_abstract(metadata: dict[str, Any]) -> Variables:
@@ -233,7 +233,7 @@ def load_bundle(directory: str | Path) -> ModelBundle:
     """
     directory = Path(directory).absolute()
     _require_bundle(directory)
-    stored, variables = _load_checked(
+    stored, variables = load_checked(
         directory, _BUNDLE_JSON, "variables", _bundle_abstract, "bundle"
     )
     spec = stored["input_spec"]
@@ -279,7 +279,7 @@ def save_feature_stats(
         "description": description,
         "model_sha256": recorded_checksum(directory),
     }
-    return _save_checked(
+    return save_checked(
         directory / "stats" / layer, metadata, stats._asdict(), _STATS_JSON, "arrays"
     )
 
@@ -326,7 +326,7 @@ def load_feature_stats(
             f"layer: no feature statistics for {layer!r} in {str(directory)!r} (stored: "
             f"{stored}); estimate them with estimate_feature_stats and save_feature_stats."
         )
-    stored, tree = _load_checked(
+    stored, tree = load_checked(
         directory / "stats" / layer, _STATS_JSON, "arrays", _stats_abstract, "statistics"
     )
     model = recorded_checksum(directory)

@@ -30,17 +30,18 @@ from tqdm import tqdm
 from iba_jax import checks, demo, distributed, evaluation, explain, methods, sharding
 from iba_jax.attribute import IBAConfig, iba, inverse_iba, regression_iba
 from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
-from iba_jax.calibration import beta_markdown, beta_sweep
+from iba_jax.calibration import beta_markdown, beta_sweep, recommended_beta
 from iba_jax.data import building
-from iba_jax.data.preprocess import NORMALIZATIONS, unit_range
+from iba_jax.data.preprocess import NORMALIZATIONS, UnreadableImageError, read_image, unit_range
 from iba_jax.labels import LABEL_SETS, parse_label_names
 from iba_jax.locality import layer_locality, locality_markdown
 from iba_jax.methods import MethodSettings
-from iba_jax.metrics import localisation
+from iba_jax.metrics import correlation, localisation
 from iba_jax.models.densenet import ARCHITECTURES, HEADS
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
 from iba_jax.pretrained import PRETRAINED, model_dir
 from iba_jax.records import read_rows, writable_folder
+from iba_jax.segmentation import load_segmenter, segment_lungs
 from iba_jax.stats import estimate_feature_stats
 
 
@@ -196,7 +197,6 @@ def _beta_sweep(args: argparse.Namespace) -> None:
     )[args.layer]
     found = _ground_truth_of(bundle, source, args.limit)
     targets = np.array([case.target for case in found.cases])
-    truth = np.stack([case.truth for case in found.cases])
     common = {"layer": args.layer, "key": jax.random.key(args.seed)}
     if args.method.startswith("regression_iba_"):
         loss = args.method.removeprefix("regression_iba_")
@@ -216,18 +216,42 @@ def _beta_sweep(args: argparse.Namespace) -> None:
         run = lambda c: method(
             bundle.model, bundle.variables, stats, found.images, targets, config=c, **common
         )
-    score = lambda maps: float(
-        localisation.iou(localisation.binarize_for(maps, truth), truth).mean()
-    )
+    score = _sweep_score(args, found)
     _compiling(args.method)
     points = beta_sweep(run, args.betas, score=score)
     print(beta_markdown(points))
-    best = max(points, key=lambda p: p.score)
+    best = recommended_beta(points)
     print(
         f"{len(found.cases)} cases in {found.count} images of {args.dataset}/{args.config} split "
-        f"{args.split}, {args.method} at {args.layer}; score: mean IoU with the ground truth "
-        f"(maps binarised to its area); highest at β = {best.beta:g}"
+        f"{args.split}, {args.method} at {args.layer}; score: {_SCORES[args.score]}; "
+        + (
+            f"recommended β = {best:g} (the best score among the βs whose λ is flat in no image)"
+            if best is not None
+            else "no β recommended: λ is flat in some image at every β (try smaller β)"
+        )
     )
+
+
+_SCORES = {
+    "iou": "mean IoU with the ground truth (maps binarised to its area)",
+    "pcc": "mean Pearson correlation with the severity map",
+}
+
+
+def _sweep_score(args: argparse.Namespace, found: _GroundTruth) -> Callable[[jax.Array], float]:
+    """The sweep's score of the maps: IoU with the ground truth or PCC with the severity map."""
+    if args.score == "iou":
+        truth = np.stack([case.truth for case in found.cases])
+        return lambda maps: float(
+            localisation.iou(localisation.binarize_for(maps, truth), truth).mean()
+        )
+    if any(case.severity is None for case in found.cases):
+        raise ValueError(
+            f"--score pcc: expected a data set with severity maps (BrixIA-like regression); "
+            f"got {args.dataset}/{args.config}."
+        )
+    severity = np.stack([case.severity for case in found.cases])
+    return lambda maps: float(np.nanmean(correlation.pearson(maps, severity)))
 
 
 def _layer_locality(args: argparse.Namespace) -> None:
@@ -345,6 +369,30 @@ def _evaluate(args: argparse.Namespace) -> None:
         f"results: {results}; summary.md, CSV tables and plots in {out} "
         f"({time.perf_counter() - start:.1f} s)"
     )
+
+
+def _segment_lungs(args: argparse.Namespace) -> int:
+    stems = [Path(path).stem for path in args.images]
+    twice = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if twice:
+        raise ValueError(
+            f"images: expected files with distinct names (each mask is written as STEM.png); "
+            f"got {', '.join(twice)} more than once."
+        )
+    segmenter = load_segmenter(args.segmenter)
+    out = writable_folder(args.out)
+    failed = 0
+    for path, stem in zip(args.images, stems, strict=True):
+        try:
+            pixels = read_image(path)
+        except (FileNotFoundError, UnreadableImageError) as err:
+            print(f"iba-jax segment-lungs: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        (mask,) = segment_lungs([pixels], segmenter)
+        building.png(mask * 255).save(out / f"{stem}.png")
+        print(f"{path} -> {out / stem}.png ({mask.mean():.1%} lung)")
+    return 1 if failed else 0
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -658,6 +706,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_arguments(explaining)
     explaining.set_defaults(func=_explain, manual_dir=None)
 
+    lungs = _subcommand(
+        sub,
+        "segment-lungs",
+        "write a lung mask for each radiograph (PNG, JPEG, DICOM): STEM.png, 0 or 255, at the "
+        "image's own size",
+        "example:\n  iba-jax segment-lungs scan.png other.dcm --out masks/\n"
+        "The exit code is 1 when a file could not be read (the others are still segmented).",
+    )
+    lungs.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files")
+    lungs.add_argument("--out", required=True, help="the folder to write the masks into")
+    lungs.add_argument(
+        "--segmenter", default=None, help="a segmenter folder (default: the shipped one)"
+    )
+    lungs.set_defaults(func=_segment_lungs)
+
     data = _subcommand(
         sub,
         "build-data",
@@ -695,7 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "beta-sweep",
         "run an IBA method for several β on a data set split: the model term against "
-        "β·information, λ's range and the maps' IoU with the ground truth, per β",
+        "β·information, λ's range and the maps' score (IoU or PCC), per β, and the β to use",
         "example:\n  iba-jax beta-sweep --model phantoms_cls cxr_phantoms --config "
         "classification_128 --data-dir ~/tfds --method iba --betas 0.01,0.1,1,10 --limit 100",
     )
@@ -703,6 +766,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--method", choices=methods.BOTTLENECK_METHODS, default="iba")
     sweep.add_argument("--betas", type=_betas, default="0.01,0.1,1,10,30")
     sweep.add_argument("--layer", default=methods.IBA_LAYER)
+    sweep.add_argument(
+        "--score",
+        choices=tuple(_SCORES),
+        default="iou",
+        help="how the maps are scored: IoU with the ground truth, or Pearson correlation with "
+        "the severity map (severity data sets)",
+    )
     sweep.set_defaults(func=_beta_sweep)
 
     locality = _subcommand(

@@ -9,7 +9,7 @@ import pytest
 from probes import LocalAndGlobalProbe, probe_setting
 
 from iba_jax.attribute import IBAConfig, iba
-from iba_jax.calibration import beta_markdown, beta_sweep
+from iba_jax.calibration import beta_markdown, beta_sweep, recommended_beta
 from iba_jax.cli import main
 from iba_jax.diagnostics import FlatLambdaWarning, lambda_range, warn_if_flat
 from iba_jax.objectives import target_bce
@@ -97,14 +97,26 @@ def test_a_flat_lambda_warns_and_a_spread_one_does_not():
         jax.effects_barrier()
 
 
-def test_a_sweep_reports_the_lambda_range_without_warning():
+def test_a_sweep_reports_the_lambda_range_without_warning_and_recommends_no_flat_beta():
+    favour_large_beta = lambda maps: -float(maps.mean())  # fewer bits, higher score
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         points = beta_sweep(probe_iba, [0.001, 0.01], IBAConfig(unroll=False))
+        scored = beta_sweep(
+            probe_iba, [0.001, 0.01], IBAConfig(unroll=False), score=favour_large_beta
+        )
     spread, flat = points
     assert spread.lam_range > 0.5 and flat.lam_range < 0.04
+    assert (spread.flat_images, flat.flat_images) == (0, 2)
     _, aux = probe_iba(IBAConfig(beta=0.001, unroll=False))
     assert spread.lam_range == pytest.approx(float(lambda_range(aux.lam).mean()), rel=1e-6)
+    # The flat β has the better score and the larger β, and is never recommended.
+    assert scored[1].score > scored[0].score
+    assert recommended_beta(scored) == 0.001
+    assert recommended_beta(points, min_spread=spread.lam_spread * 0.99) == 0.001
+    assert recommended_beta(points, min_spread=min(spread.lam_spread * 1.01, 0.999)) is None
+    with pytest.raises(ValueError, match=r"min_spread: expected a number in \(0, 1\); got 1.5"):
+        recommended_beta(points, min_spread=1.5)
 
 
 @pytest.mark.parametrize(
@@ -124,6 +136,23 @@ def test_the_command_sweeps_a_shipped_model_on_a_data_set(model, config, method,
     scores = [float(row.rstrip(" |").rsplit("|", 1)[1]) for row in rows]  # the IoU column
     assert all(0 <= s <= 1 for s in scores)
     assert f"{method} at denseblock3; score: mean IoU with the ground truth" in printed
+    assert "recommended β = " in printed or "no β recommended" in printed
     with pytest.raises(SystemExit):
         main([*command, "--betas", "0.1,-1"])
     assert "expected comma-separated numbers > 0; got '0.1,-1'" in capsys.readouterr().err
+
+
+def test_the_command_scores_severity_maps_by_their_correlation(tmp_path, capsys):
+    data = ["cxr_phantoms", "--config", "regression_128_mini", "--data-dir", str(tmp_path)]
+    command = ["beta-sweep", "--model", "phantoms_reg", *data, "--limit", "2", "--betas", "0.1"]
+    assert main([*command, "--method", "regression_iba_rm", "--score", "pcc"]) == 0
+    printed = capsys.readouterr().out
+    assert "score: mean Pearson correlation with the severity map" in printed
+    (row,) = [line for line in printed.splitlines() if line.startswith("| 0.1 |")]
+    assert -1 <= float(row.rstrip(" |").rsplit("|", 1)[1]) <= 1
+    classification = ["cxr_phantoms", "--config", "classification_128_mini"]
+    wrong = ["beta-sweep", "--model", "phantoms_cls", *classification, "--data-dir", str(tmp_path)]
+    assert main([*wrong, "--limit", "2", "--score", "pcc"]) == 2
+    refused = capsys.readouterr()
+    assert "--score pcc: expected a data set with severity maps" in refused.err
+    assert "compiling" not in refused.out  # refused before any attribution

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import tensorflow_datasets as tfds
 
 from iba_jax import checks
@@ -38,6 +39,7 @@ from iba_jax import checks
 BUILDER_MODULES = {
     "nih_chest_xray14": "iba_jax.data.nih",
     "brixia": "iba_jax.data.brixia",
+    "brixia_public": "iba_jax.data.brixia_public",
     "cxr_phantoms": "iba_jax.data.phantoms",
 }
 BAD_IMAGE_POLICIES = ("fail", "skip")
@@ -90,6 +92,12 @@ class ChoosesBadImagePolicy:
         super().__init__(**kwargs)
 
 
+def png(values: np.ndarray) -> PIL.Image.Image:
+    """An image feature's value from uint8 ``(H, W)`` pixels: Pillow encodes the PNG, so that
+    building needs no TensorFlow."""
+    return PIL.Image.fromarray(np.asarray(values).astype(np.uint8))
+
+
 def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
     """The builder class of one of our data sets (imported on first use)."""
     if name not in BUILDER_MODULES:
@@ -110,7 +118,7 @@ def build(
     """Builds (or finds already built) one of the data sets under ``data_dir``.
 
     Args:
-      name: ``nih_chest_xray14``, ``brixia`` or ``cxr_phantoms``.
+      name: ``nih_chest_xray14``, ``brixia``, ``brixia_public`` or ``cxr_phantoms``.
       data_dir: where TFDS keeps built data sets.
       config: a builder config or its name (the builder's first by default).
       manual_dir: the folder holding the downloaded release (NIH, BrixIA); the phantoms need

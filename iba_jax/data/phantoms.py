@@ -41,10 +41,10 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
-import PIL.Image
 import tensorflow_datasets as tfds
 
 from iba_jax.data.brixia import DETECTOR_LABELS, ZONES, detector_labels
+from iba_jax.data.building import png
 from iba_jax.data.preprocess import to_uint8
 
 FINDINGS = ("Mass", "Nodule", "Effusion", "Cardiomegaly")
@@ -462,27 +462,23 @@ class CxrPhantoms(tfds.core.GeneratorBasedBuilder):
             yield index, {"index": index, **_example(phantom, cfg.task)}
 
 
-def _png(values: np.ndarray) -> PIL.Image.Image:
-    return PIL.Image.fromarray(values.astype(np.uint8))
-
-
 def _example(phantom: Phantom, task: str) -> dict[str, Any]:
-    example: dict[str, Any] = {"image": _png(to_uint8(phantom.image))}
+    example: dict[str, Any] = {"image": png(to_uint8(phantom.image))}
     if task == "classification":
         example["labels"] = phantom.labels
         example["num_instances"] = np.bincount(
             [f for f, _ in phantom.instances], minlength=len(FINDINGS)
         ).astype(np.int32)
         example["objects"] = [
-            {"bbox": tfds.features.BBox(*box_of(mask)), "label": finding, "mask": _png(mask)}
+            {"bbox": tfds.features.BBox(*box_of(mask)), "label": finding, "mask": png(mask)}
             for finding, mask in phantom.instances
         ]
     else:
         example["zone_scores"] = phantom.zone_scores
         example["global_score"] = int(phantom.zone_scores.sum())
         example["detector_labels"] = np.array(detector_labels(phantom.zone_scores))
-        example["zone_map"] = _png(phantom.zone_map)
-        example["severity_map"] = _png(phantom.severity_map)
+        example["zone_map"] = png(phantom.zone_map)
+        example["severity_map"] = png(phantom.severity_map)
     return example
 
 

@@ -274,17 +274,20 @@ def center_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
     return top, left, top + side, left + side
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Resizes ``(H, W)`` or ``(H, W, C)`` float pixels to ``size`` x ``size``, bilinearly.
+def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resizes ``(H, W)`` or ``(H, W, C)`` float pixels to ``size`` x ``size`` (or to
+    ``(height, width)``), bilinearly.
 
     Pillow's bilinear filter widens with the scale when shrinking (it averages all the source
     pixels under each target pixel), as torchvision's ``Resize`` does on PIL images, so a
     1024 px radiograph becomes 224 px without aliasing.
     """
-    checks.check_positive_int("size", size)
+    height, width = (size, size) if isinstance(size, int) else size
+    checks.check_positive_int("size", height)
+    checks.check_positive_int("size", width)
     if image.ndim == 2:
         out = PIL.Image.fromarray(image.astype(np.float32), mode="F")
-        return np.asarray(out.resize((size, size), PIL.Image.Resampling.BILINEAR))
+        return np.asarray(out.resize((width, height), PIL.Image.Resampling.BILINEAR))
     return np.stack([resize(image[..., c], size) for c in range(image.shape[-1])], axis=-1)
 
 

@@ -107,10 +107,12 @@ def paired_comparison(
 
 
 def paired_markdown(comparisons: dict[str, PairedComparison], names: tuple[str, str]) -> str:
-    """Comparisons as a Markdown table, one row per label; ``names`` are ``a`` and ``b``."""
+    """Comparisons as a Markdown table, one row per label; ``names`` are ``a`` and ``b``. The
+    counts are the cases where ``b`` is higher / lower than ``a`` (better or worse depending on
+    the metric: for a deletion AUC, lower is better)."""
     a, b = names
     rows = [
-        f"| comparison | n | {a} | {b} | {b} − {a} (95 % CI) | {b} better / worse | sign test p |",
+        f"| comparison | n | {a} | {b} | {b} − {a} (95 % CI) | {b} higher / lower | sign test p |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, c in comparisons.items():

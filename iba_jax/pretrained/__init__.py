@@ -2,10 +2,12 @@
 
 ``phantoms_cls`` (BCE) and ``phantoms_cls_weighted`` (weighted BCE) classify the four findings,
 ``phantoms_cls_noisy`` too, trained on labels a fifth of which are flipped: a less confident
-classifier (a finding that is there gets p ≈ 0.83, not 0.999), as real ones are;
+classifier (a finding that is there gets p ≈ 0.83, not 0.999), as real ones are, and
+``phantoms_cls_noisy_224`` the same at 224 px (where denseblock3 is local);
 ``phantoms_reg`` regresses the BrixIA-like global score; ``phantoms_detectors`` are BrixIA's
 three detectors (some zone scored 0-1 / 2 / 3). All are small DenseNets (growth 12, blocks
-2-4-8-6, 24 initial features; 1-channel 128 px input, pixels in [0, 1]) trained by ``train/``
+2-4-8-6, 24 initial features; 1-channel 128 px input (224 px for the last), pixels in
+[0, 1]) trained by ``train/``
 on ``cxr_phantoms``; the README in this folder gives the exact commands and their test-split
 metrics. They are what the demo, the notebooks
 and the phantom benchmark explain.
@@ -31,7 +33,16 @@ PRETRAINED = (
     "phantoms_reg",
     "phantoms_detectors",
     "phantoms_cls_noisy",
+    "phantoms_cls_noisy_224",
 )
+
+
+SEGMENTER = "lung_segmenter"  # the shipped lung segmenter (iba_jax.segmentation)
+
+
+def segmenter_dir() -> Path:
+    """The folder of the shipped lung segmenter (``iba_jax.segmentation.load_segmenter``)."""
+    return Path(str(importlib.resources.files(__name__) / SEGMENTER))
 
 
 def pretrained_dir(name: str) -> Path:
