@@ -92,6 +92,7 @@ def _build_data(args: argparse.Namespace) -> None:
         config=args.config,
         manual_dir=args.manual_dir,
         on_bad_image=args.on_bad_image,
+        masks_dir=args.masks_dir,
         progress=True,
     )
     sizes = ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items())
@@ -736,6 +737,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=building.BAD_IMAGE_POLICIES,
         default="fail",
         help="stop at a missing/unreadable image (fail, the default) or skip and list it",
+    )
+    data.add_argument(
+        "--masks-dir",
+        default=None,
+        help="brixia_public: the folder of the lung masks (default: lung_masks/ in --manual-dir)",
     )
     data.set_defaults(func=_build_data)
 

@@ -203,8 +203,8 @@ def cases(example: dict[str, Any], index: int, label_names: Sequence[str] = ()) 
             raise ValueError(
                 "source: expected examples with multi-hot `labels` and `objects` (boxes or "
                 "masks) or with a `zone_map` of BrixIA's six lung zones; got keys "
-                f"{sorted(example)}. BrixIA's release has no lung masks: derive each image's "
-                "zone map from a lung mask (metrics.localisation.lung_zones) first."
+                f"{sorted(example)}. A brixia build older than version 1.1.0 has no zone maps: "
+                "rebuild it (the builder now segments the lungs)."
             )
         return _classification_cases(example, index)
     zones = np.asarray(example["zone_map"])[..., 0]  # 0 outside the lungs, zone k + 1 inside

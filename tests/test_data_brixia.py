@@ -9,6 +9,8 @@ from dicom_files import write_dicom
 
 from iba_jax.cli import main
 from iba_jax.data import brixia, building
+from iba_jax.metrics.localisation import lung_zones
+from iba_jax.segmentation import load_segmenter
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,14 @@ def test_builder_on_synthetic_dicoms(tmp_path):
                 example["detector_labels"], brixia.detector_labels(scores.tolist())
             )
             assert bool(example["consensus"]) == (split == "consensus")
+            # The lungs come from the shipped segmenter; the maps follow from them.
+            lungs = example["lung_mask"][..., 0]
+            assert set(np.unique(lungs)) <= {0, 255}
+            zones = example["zone_map"][..., 0]
+            np.testing.assert_array_equal(zones, lung_zones(lungs > 0))
+            painted = np.concatenate([[0], scores])[zones]
+            np.testing.assert_array_equal(example["severity_map"][..., 0], painted)
+    assert builder.info.metadata["segmenter_sha256"] == load_segmenter().checksum
 
 
 def test_bad_dicoms_are_skipped_and_listed_under_the_registered_config(tmp_path, capsys):

@@ -303,3 +303,23 @@ def test_the_command_builds_it(tmp_path, capsys):
     splits = "+".join(built.info.splits)  # the folds that hold an image
     source = building.data_source("brixia_public", splits, config="128", data_dir=tmp_path / "d")
     assert len(source) == 4
+
+
+def test_masks_can_live_in_a_folder_of_their_own(tmp_path, capsys):
+    release = tmp_path / "release"
+    release.mkdir()
+    write_stand_in(release, ROWS[:2], {ROWS[0][0]: "ok", ROWS[1][0]: "ok"})
+    masks = tmp_path / "v7labs_masks"
+    (release / "lung_masks").rename(masks)
+    data = ["--config", "128", "--manual-dir", str(release), "--data-dir", str(tmp_path / "d")]
+    assert main(["build-data", "brixia_public", *data, "--masks-dir", str(masks)]) == 0
+    built = building.build("brixia_public", data_dir=tmp_path / "d", config="128")
+    source = building.data_source(
+        "brixia_public", "+".join(built.info.splits), config="128", data_dir=tmp_path / "d"
+    )
+    sources = {brixia_public.MASK_SOURCES[source[i]["mask_source"]] for i in range(len(source))}
+    assert sources == {"annotated"}
+    assert main(["build-data", "brixia_public", *data, "--masks-dir", str(tmp_path / "no")]) == 2
+    assert "masks_dir: expected a folder of lung masks" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="masks_dir: only brixia_public reads lung masks"):
+        building.build("cxr_phantoms", data_dir=tmp_path / "d", masks_dir=masks)

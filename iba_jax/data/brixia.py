@@ -4,7 +4,10 @@ Each radiograph carries a BrixiaScore: six lung-zone scores 0–3 in zone order 
 B/E middle, C/F lower; A–C one lung, D–F the other), their sum 0–18, and the paper's three
 detector labels: some zone scored 0 or 1, some zone scored 2, some zone scored 3. The DICOMs are
 read with pydicom (modality LUT, VOI LUT or window, MONOCHROME1 inverted, see
-``preprocess.read_dicom``), cropped to their central square and resized.
+``preprocess.read_dicom``), cropped to their central square and resized. The release has no
+lung masks: each image's lungs come from the shipped segmenter
+(:func:`~iba_jax.segmentation.segment_lungs`), with the six-zone map and the severity map
+(each zone painted with its score) that the evaluation needs.
 
 Splits: ``consensus``, the 150 images with ConsensusTestset = 1; ``train``, ``validation`` and
 ``test`` cut patient-wise (by Subject, seeded) from all other images, with every patient who has
@@ -21,12 +24,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import PIL.Image
 import tensorflow_datasets as tfds
 
 from iba_jax.data import preprocess
-from iba_jax.data.building import BadImages, ChoosesBadImagePolicy
+from iba_jax.data.building import BadImages, ChoosesBadImagePolicy, png
 from iba_jax.data.splits import split_patients
+from iba_jax.metrics.localisation import lung_zones
+from iba_jax.segmentation import load_segmenter, segment_lungs
 
 METADATA_FILE = "metadata_global_v2.csv"
 ZONES = ("A", "B", "C", "D", "E", "F")
@@ -58,6 +62,30 @@ class Record:
     @property
     def global_score(self) -> int:
         return sum(self.zone_scores)
+
+
+def severity_map(zone_map: np.ndarray, zone_scores: Sequence[int]) -> np.ndarray:
+    """Each zone of a zone map (0 outside, 1-6 zones A-F) painted with its score."""
+    return np.concatenate([[0], np.asarray(zone_scores)]).astype(np.uint8)[zone_map]
+
+
+class PredictsLungMasks:
+    """A builder that segments the lungs of images that come without a mask, with the shipped
+    segmenter (loaded at the first such image; its checksum goes into the built set's metadata
+    as ``segmenter_sha256``)."""
+
+    def lung_planes(
+        self, pixels: np.ndarray, size: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The lungs (bool) and their six-zone map (uint8) over the central square of
+        ``pixels`` at ``size``, from ``mask`` (at the image's size) or the segmenter's."""
+        if mask is None:
+            if getattr(self, "_segmenter", None) is None:
+                self._segmenter = load_segmenter()
+                self.info.metadata["segmenter_sha256"] = self._segmenter.checksum
+            (mask,) = segment_lungs([pixels], self._segmenter)
+        lungs = preprocess.square(mask.astype(np.float32), size) > 0.5
+        return lungs, lung_zones(lungs)
 
 
 def parse_brixia_score(text: str) -> tuple[int, ...]:
@@ -179,10 +207,13 @@ class BrixiaConfig(tfds.core.BuilderConfig):
         return {"train": self.train_fraction, "validation": self.validation_fraction, "test": test}
 
 
-class Brixia(ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
+class Brixia(PredictsLungMasks, ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
     """BrixIA: 4,695 COVID-19 chest radiographs with six lung-zone severity scores."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.1.0": "lung_mask, zone_map and severity_map from the shipped lung segmenter",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
     BUILDER_CONFIGS: ClassVar[list[BrixiaConfig]] = [
         BrixiaConfig(name="224", description="224 px"),
@@ -191,13 +222,17 @@ class Brixia(ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.image_size
+        plane = lambda: tfds.features.Image(shape=(size, size, 1), dtype=np.uint8)
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__.splitlines()[0],
             features=tfds.features.FeaturesDict(
                 {
-                    "image": tfds.features.Image(shape=(size, size, 1), dtype=np.uint8),
+                    "image": plane(),
                     "filename": tfds.features.Text(),
+                    "lung_mask": plane(),  # 255 = lung (predicted: the release has no masks)
+                    "zone_map": plane(),  # 0 outside, 1-6 = zones A-F
+                    "severity_map": plane(),  # each zone's score
                     "zone_scores": tfds.features.Tensor(shape=(len(ZONES),), dtype=np.int32),
                     "global_score": tfds.features.Scalar(dtype=np.int32),
                     "detector_labels": tfds.features.Tensor(shape=(3,), dtype=np.bool_),
@@ -251,13 +286,15 @@ class Brixia(ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
             except (FileNotFoundError, preprocess.UnreadableImageError) as error:
                 bad.handle(r.filename, error)
                 continue
+            lungs, zones = self.lung_planes(pixels, size)
             yield (
                 r.filename,
                 {
-                    "image": PIL.Image.fromarray(
-                        preprocess.to_uint8(preprocess.square(pixels, size))
-                    ),
+                    "image": png(preprocess.to_uint8(preprocess.square(pixels, size))),
                     "filename": r.filename,
+                    "lung_mask": png(lungs * 255),
+                    "zone_map": png(zones),
+                    "severity_map": png(severity_map(zones, r.zone_scores)),
                     "zone_scores": np.array(r.zone_scores, np.int32),
                     "global_score": r.global_score,
                     "detector_labels": np.array(detector_labels(r.zone_scores)),

@@ -6,8 +6,9 @@ The part of BrixIA that anyone can download (github.com/BrixIA/Brixia-score-COVI
 lung-zone scores 0-3 each from a senior and a junior radiologist
 (``public-annotations.csv``). Lung masks are optional: one PNG or JPEG per image with the
 image's file name and size, lung = 255 (V7 Labs' masks, shipped in torchxrayvision's wheel as
-``semantic_masks_v7labs_lungs.zip``), in a ``lung_masks/`` folder beside the annotations; an
-image without one gets the shipped segmenter's (:func:`~iba_jax.segmentation.segment_lungs`).
+``semantic_masks_v7labs_lungs.zip``), in a ``lung_masks/`` folder beside the annotations or in
+any folder (``masks_dir``); an image without one gets the shipped segmenter's
+(:func:`~iba_jax.segmentation.segment_lungs`).
 
 Per example: the image (its central square, resized, grayscale), both radiologists' zone scores
 and global scores, the paper's three detector labels (from the senior's scores), the patient
@@ -36,11 +37,15 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from iba_jax.data import preprocess
-from iba_jax.data.brixia import DETECTOR_LABELS, ZONES, detector_labels
+from iba_jax.data.brixia import (
+    DETECTOR_LABELS,
+    ZONES,
+    PredictsLungMasks,
+    detector_labels,
+    severity_map,
+)
 from iba_jax.data.building import BadImages, ChoosesBadImagePolicy, png
 from iba_jax.data.splits import split_patients
-from iba_jax.metrics.localisation import lung_zones
-from iba_jax.segmentation import Segmenter, load_segmenter, segment_lungs
 
 ANNOTATIONS_FILE = "public-annotations.csv"
 IMAGE_FOLDERS = ("public-cohen-subset", "images")  # the repository's name; a flat copy's
@@ -190,11 +195,6 @@ def assign_folds(filenames: Sequence[str], seed: int) -> dict[str, str]:
     return {name: fold_of[key] for name, key in keys.items()}
 
 
-def severity_map(zone_map: np.ndarray, zone_scores: Sequence[int]) -> np.ndarray:
-    """Each zone of a zone map (0 outside, 1-6 zones A-F) painted with its score."""
-    return np.concatenate([[0], np.asarray(zone_scores)]).astype(np.uint8)[zone_map]
-
-
 def read_lung_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """A lung mask file as bool ``(H, W)``: lung where the value exceeds 127 (some masks hold
     values other than 0 and 255).
@@ -220,7 +220,7 @@ class BrixiaPublicConfig(tfds.core.BuilderConfig):
     seed: int = 0
 
 
-class BrixiaPublic(ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
+class BrixiaPublic(PredictsLungMasks, ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
     """BrixIA's public annotations: 192 COVID-19 radiographs, two radiologists' zone scores."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -264,8 +264,19 @@ class BrixiaPublic(ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
             ),
         )
 
+    def __init__(self, *, masks_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+        """``masks_dir``: where the lung masks are (default: ``lung_masks/`` beside the
+        annotations); chosen per build, like ``on_bad_image``."""
+        self.masks_dir = None if masks_dir is None else Path(masks_dir)
+        if self.masks_dir is not None and not self.masks_dir.is_dir():
+            raise FileNotFoundError(
+                f"masks_dir: expected a folder of lung masks; {masks_dir} is not one."
+            )
+        super().__init__(**kwargs)
+
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
         root = Path(dl_manager.manual_dir)
+        masks = root / MASK_FOLDER if self.masks_dir is None else self.masks_dir
         annotations = root / ANNOTATIONS_FILE
         if not annotations.is_file():
             raise FileNotFoundError(
@@ -287,7 +298,7 @@ class BrixiaPublic(ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
         in_fold: dict[str, dict[str, dict[str, Any]]] = {fold: {} for fold in FOLDS}
         for r in records:
             try:
-                example = self._example(r, folders[0], root / MASK_FOLDER)
+                example = self._example(r, folders[0], masks)
             except (FileNotFoundError, preprocess.UnreadableImageError) as error:
                 bad.handle(r.filename, error)
                 continue
@@ -304,14 +315,6 @@ class BrixiaPublic(ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         yield from examples
 
-    def _segmenter(self) -> Segmenter:
-        """The shipped segmenter, loaded at the first image without a mask; its checksum goes
-        into the built set's metadata (``segmenter_sha256``)."""
-        if getattr(self, "_loaded_segmenter", None) is None:
-            self._loaded_segmenter = load_segmenter()
-            self.info.metadata["segmenter_sha256"] = self._loaded_segmenter.checksum
-        return self._loaded_segmenter
-
     def _example(self, r: Annotation, images: Path, masks: Path) -> dict[str, Any]:
         size = self.builder_config.image_size
         path = images / r.filename
@@ -320,14 +323,10 @@ class BrixiaPublic(ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
         pixels = preprocess.read_image(path)
         gray = pixels.mean(axis=-1) if pixels.ndim == 3 else pixels
         mask_path = masks / r.filename
-        if mask_path.is_file():
-            mask = read_lung_mask(mask_path, gray.shape)
-            source = "annotated"
-        else:  # the shipped segmenter's mask, at the image's own size, cropped like the image
-            (mask,) = segment_lungs([gray], self._segmenter())
-            source = "predicted"
-        lungs = preprocess.square(mask.astype(np.float32), size) > 0.5
-        zones = lung_zones(lungs)
+        annotated = mask_path.is_file()
+        mask = read_lung_mask(mask_path, gray.shape) if annotated else None
+        lungs, zones = self.lung_planes(gray, size, mask)
+        source = "annotated" if annotated else "predicted"
         return {
             "image": png(preprocess.to_uint8(preprocess.square(gray, size))),
             "filename": r.filename,

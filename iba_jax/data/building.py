@@ -113,6 +113,7 @@ def build(
     config: str | tfds.core.BuilderConfig | None = None,
     manual_dir: str | os.PathLike[str] | None = None,
     on_bad_image: str = "fail",
+    masks_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> tfds.core.DatasetBuilder:
     """Builds (or finds already built) one of the data sets under ``data_dir``.
@@ -125,6 +126,8 @@ def build(
         none.
       on_bad_image: for a release (NIH, BrixIA), "fail" at a missing or unreadable image or
         "skip" it (listed in ``info.metadata["skipped_images"]``).
+      masks_dir: brixia_public only: the folder of its lung masks, when they are not in
+        ``lung_masks/`` beside the annotations.
       progress: show TFDS' progress bars (the command line does); by default the build is
         silent, except for the warnings about skipped images.
 
@@ -144,6 +147,10 @@ def build(
         raise ValueError(
             f"on_bad_image: {name} generates its images and reads none; got {on_bad_image!r}."
         )
+    if masks_dir is not None:
+        if name != "brixia_public":
+            raise ValueError(f"masks_dir: only brixia_public reads lung masks; got {name}.")
+        options["masks_dir"] = masks_dir
     with _quiet_tfds(progress):
         builder = cls(
             config=config, data_dir=os.fspath(data_dir), file_format=FILE_FORMAT, **options
