@@ -37,10 +37,10 @@ from iba_jax.labels import LABEL_SETS, parse_label_names
 from iba_jax.locality import layer_locality, locality_markdown
 from iba_jax.methods import MethodSettings
 from iba_jax.metrics import correlation, localisation
-from iba_jax.models.densenet import ARCHITECTURES, HEADS
+from iba_jax.models.densenet import ARCHITECTURES, HEADS, predict
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
 from iba_jax.pretrained import PRETRAINED, model_dir
-from iba_jax.records import read_rows, writable_folder
+from iba_jax.records import read_rows, writable_folder, write_rows
 from iba_jax.segmentation import load_segmenter, segment_lungs
 from iba_jax.stats import estimate_feature_stats
 
@@ -370,6 +370,41 @@ def _evaluate(args: argparse.Namespace) -> None:
         f"results: {results}; summary.md, CSV tables and plots in {out} "
         f"({time.perf_counter() - start:.1f} s)"
     )
+
+
+def _predict(args: argparse.Namespace) -> int:
+    bundle = load_bundle(model_dir(args.model))
+    clash = {"file", "sha256"} & set(bundle.label_names)
+    if clash:
+        raise ValueError(
+            f"model: its output names {sorted(clash)} clash with the table's own columns "
+            "(file, sha256); rename them in the bundle."
+        )
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"out: expected a CSV file to write; {out} is a folder.")
+    writable_folder(out.parent, name="out")
+    read, failed = [], 0
+    for path in args.images:
+        try:
+            identity, pixels = explain.load_file(bundle, path)
+        except (FileNotFoundError, UnreadableImageError) as err:
+            print(f"iba-jax predict: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        read.append((path, identity.rsplit("#sha256=", 1)[1], pixels))
+    rows = []
+    for start in range(0, len(read), args.batch_size):
+        chunk = read[start : start + args.batch_size]
+        x = _model_inputs_of(bundle, np.stack([pixels for _, _, pixels in chunk]))
+        outputs = np.asarray(predict(bundle.model, bundle.variables, x))
+        for (path, digest, _), values in zip(chunk, outputs, strict=True):
+            named = dict(zip(bundle.label_names, map(float, values), strict=True))
+            rows.append({"file": path, "sha256": digest, **named})
+    if rows:
+        write_rows(out, rows)
+        print(f"{len(rows)} image(s) -> {out} (columns: {', '.join(bundle.label_names)})")
+    return 1 if failed else 0
 
 
 def _segment_lungs(args: argparse.Namespace) -> int:
@@ -706,6 +741,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bottleneck_arguments(explaining)
     _add_job_arguments(explaining)
     explaining.set_defaults(func=_explain, manual_dir=None)
+
+    predicting = _subcommand(
+        sub,
+        "predict",
+        "write a model's outputs for image files (PNG, JPEG, DICOM) into a CSV file",
+        "example:\n  iba-jax predict a.png b.dcm --model phantoms_reg --out preds.csv\n"
+        "Columns: file, sha256 (of the file's bytes), then one per output (the model's head "
+        "applied: probabilities, scores). Files are read and preprocessed as `explain` reads "
+        "them. The exit code is 1 when a file could not be read (the others are predicted).",
+    )
+    predicting.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files")
+    predicting.add_argument("--model", required=True, help=MODEL_HELP)
+    predicting.add_argument("--out", required=True, help="the CSV file to write")
+    predicting.add_argument("--batch-size", type=COUNT, default=16, help="images per call")
+    predicting.set_defaults(func=_predict)
 
     lungs = _subcommand(
         sub,

@@ -131,7 +131,7 @@ class Input(NamedTuple):
     load: Callable[[], tuple[str, np.ndarray]]
 
 
-def _load_file(bundle: ModelBundle, path: str | os.PathLike[str]) -> tuple[str, np.ndarray]:
+def load_file(bundle: ModelBundle, path: str | os.PathLike[str]) -> tuple[str, np.ndarray]:
     """A file's identity (its resolved path and the sha256 of its bytes: a changed file is a
     new input) and its pixels, from one read of the file."""
     data = read_file_bytes(path)
@@ -154,7 +154,7 @@ def file_inputs(bundle: ModelBundle, paths: Sequence[str | os.PathLike[str]]) ->
         seen[stem] = seen.get(stem, 0) + 1
         stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return [
-        Input(stem, str(Path(path).resolve()), functools.partial(_load_file, bundle, path))
+        Input(stem, str(Path(path).resolve()), functools.partial(load_file, bundle, path))
         for stem, path in zip(stems, paths, strict=True)
     ]
 

@@ -54,6 +54,15 @@ assert jax.config.jax_default_matmul_precision == os.environ["JAX_DEFAULT_MATMUL
 assert jax.config.jax_compilation_cache_dir == os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 DATA = Path(__file__).parent / "data"
+# BrixIA's public images, annotations and masks (never copied into the repository): beside the
+# checkout, or where IBA_JAX_BRIXIA_PUBLIC says; tests that need them skip without them.
+BRIXIA_PUBLIC = Path(
+    os.environ.get("IBA_JAX_BRIXIA_PUBLIC", Path(__file__).parents[2] / "shared/data/brixia_public")
+)
+needs_brixia_public = pytest.mark.skipif(
+    not (BRIXIA_PUBLIC / "public-annotations.csv").is_file(),
+    reason=f"the real BrixIA public folder is not at {BRIXIA_PUBLIC} (set IBA_JAX_BRIXIA_PUBLIC)",
+)
 
 
 def with_devices(count: int) -> dict[str, str]:

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from conftest import BRIXIA_PUBLIC as REAL
 from conftest import DATA
+from conftest import needs_brixia_public as needs_the_real_folder
 
 from iba_jax import evaluation
 from iba_jax.cli import main
@@ -19,16 +21,6 @@ from iba_jax.data.brixia_public import patient_key
 from iba_jax.data.preprocess import read_image, square
 from iba_jax.metrics.localisation import lung_zones
 from iba_jax.segmentation import load_segmenter, segment_lungs
-
-# The real folder (never copied into the repository): beside the checkout, or where the
-# environment says.
-REAL = Path(
-    os.environ.get("IBA_JAX_BRIXIA_PUBLIC", Path(__file__).parents[2] / "shared/data/brixia_public")
-)
-needs_the_real_folder = pytest.mark.skipif(
-    not (REAL / brixia_public.ANNOTATIONS_FILE).is_file(),
-    reason=f"the real BrixIA public folder is not at {REAL} (set IBA_JAX_BRIXIA_PUBLIC)",
-)
 
 
 def metadata_patients() -> dict[str, str]:

@@ -2,14 +2,17 @@
 and a short training that learns a synthetic lung shape."""
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
 import PIL.Image
 import pytest
+from conftest import BRIXIA_PUBLIC, needs_brixia_public
 
 from iba_jax.bundle import CorruptBundleError
 from iba_jax.cli import main
+from iba_jax.data.brixia_public import read_lung_mask
 from iba_jax.models.unet import UNet, UNetConfig
 from iba_jax.segmentation import (
     Segmenter,
@@ -146,3 +149,20 @@ def test_the_command_writes_a_mask_per_image_at_its_size(tmp_path, trained, caps
     twice = [str(tmp_path / "b.jpg"), str(tmp_path / "sub" / "b.png")]
     assert main(["segment-lungs", *twice, "--out", str(out)]) == 2
     assert "expected files with distinct names" in capsys.readouterr().err
+
+
+@needs_brixia_public
+def test_the_shipped_segmenter_on_real_radiographs(tmp_path):
+    """A regression check of the shipped weights on three real images with masks (RGB, RGBA
+    or gray; these were among its training images: the held-out figure is the cross-validated
+    Dice in its notes)."""
+    names = ["covid-19-caso-70-1-PA.jpg", "immagine.png", "covid-19-pneumonia-mild.JPG"]
+    names = [n for n in names if (BRIXIA_PUBLIC / "lung_masks" / n).is_file()]
+    assert names
+    files = [str(BRIXIA_PUBLIC / "images" / n) for n in names]
+    assert main(["segment-lungs", *files, "--out", str(tmp_path)]) == 0
+    for name in names:
+        predicted = np.asarray(PIL.Image.open(tmp_path / (Path(name).stem + ".png"))) > 0
+        truth = read_lung_mask(BRIXIA_PUBLIC / "lung_masks" / name, predicted.shape)
+        assert dice(predicted, truth) > 0.85, name
+    assert 0.93 < load_segmenter().notes["cv_dice_mean"] < 0.96
