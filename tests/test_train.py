@@ -19,6 +19,7 @@ import pytest
 from conftest import DATA, with_devices
 
 from iba_jax.bundle import load_bundle
+from iba_jax.data import building
 from train import augment, data, losses
 from train.config import load_config
 from train.trainer import (
@@ -214,7 +215,7 @@ def test_every_config_is_valid_and_builds_its_model(path):
     model = build_model(cfg)
     shapes = model.abstract_variables()
     assert shapes["params"]["classifier"]["kernel"].shape[-1] == cfg.num_outputs
-    assert cfg.dataset in ("cxr_phantoms", "nih_chest_xray14", "brixia")
+    assert cfg.dataset in building.BUILDER_MODULES
 
 
 def test_config_options_and_refusals():
@@ -514,3 +515,19 @@ def test_nih_and_brixia_configs_train_on_fixture_trees(tmp_path):
     before = load_bundle(tmp_path / "nih_run" / "final_model").variables["params"]["denseblock1"]
     after = load_bundle(tmp_path / "brixia_run" / "final_model").variables["params"]["denseblock1"]
     assert_same_tree(before, after)  # frozen
+
+
+def test_brixia_public_folds_train_on_four_and_validate_on_the_fifth():
+    from train.configs import brixia_public_reg
+
+    assert brixia_public_reg.fold_splits("2") == ("fold0+fold1+fold3+fold4", "fold2")
+    assert brixia_public_reg.fold_splits("all") == ("fold0+fold1+fold2+fold3+fold4", "fold0")
+    with pytest.raises(ValueError, match="fold: expected 0 to 4 or all; got '5'"):
+        brixia_public_reg.fold_splits("5")
+    cfg = brixia_public_reg.get_config({"fold": "4", "init_from": "some/bundle"})
+    assert (cfg.dataset, cfg.train_split, cfg.eval_split) == (
+        "brixia_public",
+        "fold0+fold1+fold2+fold3",
+        "fold4",
+    )
+    assert (cfg.head, cfg.loss, cfg.init_from) == ("relu", "mse", "some/bundle")
