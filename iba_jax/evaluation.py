@@ -22,8 +22,8 @@ Cases and their ground truth, by data set and model:
 * BrixIA's three detectors (a model whose outputs are ``brixia.DETECTOR_LABELS``): each detector
   that fires; truth = the zones it is about (scored 0-1, 2 or 3).
 
-An image whose zone map is empty (no lung mask: brixia_public's ``mask_source`` "none") has no
-case: nothing to localise or correlate with.
+An image whose zone map is empty (its lung mask, annotated or predicted, holds no lung) has
+no case: nothing to localise or correlate with.
 
 ``summary`` and ``pivot`` turn the file into the paper's tables; ``write_report`` writes them all
 as Markdown, CSV and PNG plots.
@@ -209,7 +209,7 @@ def cases(example: dict[str, Any], index: int, label_names: Sequence[str] = ()) 
         return _classification_cases(example, index)
     zones = np.asarray(example["zone_map"])[..., 0]  # 0 outside the lungs, zone k + 1 inside
     if not zones.any():
-        return []  # no lung mask (brixia_public's mask_source "none"): no zones to score
+        return []  # the mask holds no lung: no zones to score
     scores = np.asarray(example["zone_scores"])
     in_zones = lambda chosen: np.concatenate([[False], chosen])[zones]
     if tuple(label_names) == DETECTOR_LABELS:

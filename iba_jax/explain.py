@@ -29,6 +29,7 @@ from iba_jax import distributed, report_plots
 from iba_jax.bundle import ModelBundle, bundle_checksum, stats_checksum
 from iba_jax.data.preprocess import (
     UnreadableImageError,
+    grayscale,
     read_file_bytes,
     read_image,
     square,
@@ -74,8 +75,8 @@ def model_image(
     1-channel models, gray repeated for RGB)."""
     pixels = read_image(source, name=name)
     channels = bundle.config.in_channels
-    if pixels.ndim == 3 and channels == 1:
-        pixels = pixels.mean(axis=-1)
+    if channels == 1:
+        pixels = grayscale(pixels)
     pixels = to_uint8(square(pixels, bundle.input_spec.image_size))
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], channels, axis=-1)

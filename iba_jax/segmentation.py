@@ -121,7 +121,7 @@ def segment_lungs(
     for k, image in enumerate(images):
         image = np.asarray(image, np.float32)
         if image.ndim == 3 and image.shape[-1] == 3:
-            image = image.mean(axis=-1)
+            image = preprocess.grayscale(image)
         if image.ndim != 2 or min(image.shape) < 1:
             raise ValueError(
                 f"images[{k}]: expected (H, W) or (H, W, 3) pixels; got shape {image.shape}."

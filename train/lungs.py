@@ -37,7 +37,7 @@ from iba_jax.segmentation import Segmenter, dice, save_segmenter, segment_lungs,
 def read_pairs(root: Path) -> list[tuple[str, Path, Path]]:
     """(file name, image, mask) of every annotated image that has a mask."""
     records = brixia_public.read_annotations(root / brixia_public.ANNOTATIONS_FILE)
-    folder = next(root / n for n in brixia_public.IMAGE_FOLDERS if (root / n).is_dir())
+    folder = brixia_public.image_folder(root)
     masks = root / brixia_public.MASK_FOLDER
     return [
         (r.filename, folder / r.filename, masks / r.filename)
@@ -48,8 +48,7 @@ def read_pairs(root: Path) -> list[tuple[str, Path, Path]]:
 
 def read_pair(image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
     """The image (grayscale, [0, 1]) and its mask (bool), both at the image's own size."""
-    pixels = preprocess.read_image(image)
-    gray = pixels.mean(axis=-1) if pixels.ndim == 3 else pixels
+    gray = preprocess.grayscale(preprocess.read_image(image))
     return gray, brixia_public.read_lung_mask(mask, gray.shape)
 
 

@@ -195,6 +195,22 @@ def assign_folds(filenames: Sequence[str], seed: int) -> dict[str, str]:
     return {name: fold_of[key] for name, key in keys.items()}
 
 
+def image_folder(root: Path) -> Path:
+    """Where a release's images are: ``public-cohen-subset/`` (the repository's name) or
+    ``images/`` (a flat copy).
+
+    Raises:
+      FileNotFoundError: naming both, when neither exists.
+    """
+    for name in IMAGE_FOLDERS:
+        if (root / name).is_dir():
+            return root / name
+    raise FileNotFoundError(
+        f"BrixIA public: expected the images in {root / IMAGE_FOLDERS[0]} (or "
+        f"{root / IMAGE_FOLDERS[1]}); neither exists."
+    )
+
+
 def read_lung_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """A lung mask file as bool ``(H, W)``: lung where the value exceeds 127 (some masks hold
     values other than 0 and 255).
@@ -202,8 +218,7 @@ def read_lung_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     Raises:
       preprocess.UnreadableImageError: when it cannot be read or its size is not ``shape``.
     """
-    mask = preprocess.read_image(path)
-    mask = mask.mean(axis=-1) if mask.ndim == 3 else mask
+    mask = preprocess.grayscale(preprocess.read_image(path))
     if mask.shape != shape:
         raise preprocess.UnreadableImageError(
             f"{path.name}: expected a lung mask of the image's size {shape[1]}x{shape[0]}; got "
@@ -284,12 +299,7 @@ class BrixiaPublic(PredictsLungMasks, ChoosesBadImagePolicy, tfds.core.Generator
                 "'Using the real data sets'."
             )
         records = read_annotations(annotations)
-        folders = [root / name for name in IMAGE_FOLDERS if (root / name).is_dir()]
-        if not folders:
-            raise FileNotFoundError(
-                f"BrixIA public: expected the images in {root / IMAGE_FOLDERS[0]} (or "
-                f"{root / IMAGE_FOLDERS[1]}); neither exists."
-            )
+        images = image_folder(root)
         # Folds over every listed image, so that adding a missing file later moves no other.
         fold_of = assign_folds([r.filename for r in records], self.builder_config.seed)
         bad = BadImages(self.on_bad_image, self.info.metadata)
@@ -298,7 +308,7 @@ class BrixiaPublic(PredictsLungMasks, ChoosesBadImagePolicy, tfds.core.Generator
         in_fold: dict[str, dict[str, dict[str, Any]]] = {fold: {} for fold in FOLDS}
         for r in records:
             try:
-                example = self._example(r, folders[0], masks)
+                example = self._example(r, images, masks)
             except (FileNotFoundError, preprocess.UnreadableImageError) as error:
                 bad.handle(r.filename, error)
                 continue
@@ -320,8 +330,7 @@ class BrixiaPublic(PredictsLungMasks, ChoosesBadImagePolicy, tfds.core.Generator
         path = images / r.filename
         if not path.is_file():
             raise FileNotFoundError(f"{r.filename}: expected in {images}; not found.")
-        pixels = preprocess.read_image(path)
-        gray = pixels.mean(axis=-1) if pixels.ndim == 3 else pixels
+        gray = preprocess.grayscale(preprocess.read_image(path))
         mask_path = masks / r.filename
         annotated = mask_path.is_file()
         mask = read_lung_mask(mask_path, gray.shape) if annotated else None

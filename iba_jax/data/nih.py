@@ -313,7 +313,7 @@ class NihChestXray14(ChoosesBadImagePolicy, tfds.core.GeneratorBasedBuilder):
 
 
 def _example(record: Record, pixels: np.ndarray, boxes: list[Box], cfg: NihConfig) -> dict:
-    gray = pixels.mean(axis=-1) if pixels.ndim == 3 else pixels  # a few PNGs are RGB(A)
+    gray = preprocess.grayscale(pixels)  # a few PNGs are RGB(A)
     height, width = gray.shape
     image = preprocess.to_uint8(preprocess.square(gray, cfg.image_size))
     crop = preprocess.center_crop_box(height, width)

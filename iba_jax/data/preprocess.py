@@ -267,6 +267,16 @@ def check_radiograph(ds: Any, name: str) -> None:
         raise UnreadableImageError(f"{name}: expected a single-frame image; got {frames} frames.")
 
 
+def grayscale(pixels: np.ndarray) -> np.ndarray:
+    """``(H, W)`` pixels from what :func:`read_image` returns: colour ``(H, W, 3)`` averaged,
+    grayscale as it is.
+
+    >>> grayscale(np.ones((2, 3, 3))).shape, grayscale(np.ones((2, 3))).shape
+    ((2, 3), (2, 3))
+    """
+    return pixels.mean(axis=-1) if pixels.ndim == 3 else pixels
+
+
 def center_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
     """The central square ``(top, left, bottom, right)`` of an image of this size."""
     side = min(height, width)
