@@ -531,3 +531,20 @@ def test_brixia_public_folds_train_on_four_and_validate_on_the_fifth():
         "fold4",
     )
     assert (cfg.head, cfg.loss, cfg.init_from) == ("relu", "mse", "some/bundle")
+
+
+def test_brixia_public_detectors_differ_from_the_regressor_only_in_target_head_and_loss():
+    from train.configs import brixia_public_detectors, brixia_public_reg
+
+    options = {"fold": "1", "init_from": "some/bundle", "data_dir": "D"}
+    regressor = brixia_public_reg.get_config(options)
+    detectors = brixia_public_detectors.get_config(options)
+    changed = {k for k, v in detectors.to_dict().items() if regressor.to_dict()[k] != v}
+    assert changed == {"target", "label_names", "head", "task", "loss", "best_metric", "best_mode"}
+    assert (detectors.target, detectors.head, detectors.loss) == (
+        "detector_labels",
+        "sigmoid",
+        "bce",
+    )
+    assert detectors.label_names == ("score_0_or_1", "score_2", "score_3")
+    assert (detectors.eval_split, detectors.data_dir) == ("fold1", "D")

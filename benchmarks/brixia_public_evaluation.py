@@ -1,0 +1,220 @@
+"""The paper's BrixIA evaluation on BrixIA's public radiographs, every image out of fold.
+
+Run after the two cross-validations of ``benchmarks/brixia_public_cv.py`` (regression and
+detectors):
+
+    .venv/bin/python benchmarks/brixia_public_evaluation.py --data-dir D \\
+        --regression-cv runs/brixia_public_cv --detectors-cv runs/brixia_public_detectors_cv \\
+        --out runs/brixia_public_eval \\
+        --regression-bottleneck "--layer denseblock2 --beta 1" \\
+        --detectors-bottleneck "--layer denseblock3 --beta 0.1"
+
+For each fold K and each task, the model trained without fold K (``CV/foldK/final_model``)
+gets feature statistics estimated on its own training folds (``iba-jax estimate``, once), then
+``iba-jax evaluate`` explains the images of fold K (resumable like the command itself), with
+the bottleneck arguments given (chosen beforehand with ``iba-jax layer-locality`` and
+``iba-jax beta-sweep`` on training folds: docs/results_real.md). Insertion/deletion replace
+pixels with zeros (as the phantom severity run: a blur hardly changes a diffuse opacity);
+Sensitivity-N is not computed. Then, over the 5 folds' rows:
+
+* severity (Table 1's severity column): per method, the mean PCC of the map with the severity
+  map over the image and within the lungs, the zone IoU (zones scored > 0) and the
+  insertion/deletion AUCs, each with its 95 % interval (t) and n; the lung mask as a map (the
+  baseline of whole-image PCC); each method against the random map, paired by image; PCC
+  again by the mask's source (annotated by V7 Labs, or predicted by the shipped segmenter:
+  there the severity map itself is drawn on a predicted mask);
+* detectors (Table 2): IoU per detector and method with n, and each method against random.
+
+Prints Markdown and, last, one JSON line of the figures; ``--write FILE`` also writes the
+Markdown there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+from phantom_evaluation import paired_by_case, paired_section, values
+
+from iba_jax import cli, evaluation
+from iba_jax.bundle import load_bundle
+from iba_jax.data import building
+from iba_jax.data.brixia_public import FOLDS
+from iba_jax.metrics import correlation
+from iba_jax.records import read_rows
+from iba_jax.stats import stats_layers
+
+LAYERS = ("denseblock1", "denseblock2", "denseblock3")
+TASKS = ("regression", "detectors")
+
+
+def training_split(fold: str) -> str:
+    return "+".join(f for f in FOLDS if f != fold)
+
+
+def run_cli(args: list[str]) -> None:
+    print("iba-jax " + shlex.join(args), flush=True)
+    if cli.main(args) != 0:
+        raise SystemExit(f"iba-jax {args[0]} failed")
+
+
+def evaluate_fold(task: str, fold: str, cv: Path, args: argparse.Namespace) -> Path:
+    """Statistics (once) and ``iba-jax evaluate`` of one fold; returns its results file."""
+    model = cv / fold / "final_model"
+    data = ["brixia_public", "--config", "128", "--data-dir", args.data_dir]
+    if set(LAYERS) - set(stats_layers(model)):
+        layers = ",".join(LAYERS)
+        split = training_split(fold)
+        run_cli(["estimate", "--model", str(model), *data, "--split", split, "--layers", layers])
+    out = args.out / task / fold
+    command = ["evaluate", "--model", str(model), *data, "--split", fold, "--out", str(out)]
+    command += ["--baseline", "zero", "--sensitivity-samples", "0"]
+    command += shlex.split(getattr(args, f"{task}_bottleneck"))
+    if args.limit:
+        command += ["--limit", str(args.limit)]
+    run_cli(command)
+    return out / "results.csv"
+
+
+def rows_with_images(task: str, args: argparse.Namespace) -> list[dict]:
+    """Every fold's rows, each with its fold, file name and mask source; ``model`` is the
+    fold, so that pairing by case stays within one model's rows."""
+    cv = getattr(args, f"{task}_cv")
+    rows = []
+    for fold in FOLDS:
+        source = building.data_source("brixia_public", fold, config="128", data_dir=args.data_dir)
+        for row in read_rows(evaluate_fold(task, fold, cv, args)):
+            example = source[int(row["index"])]
+            rows.append(
+                row
+                | {
+                    "model": fold,
+                    "filename": example["filename"].decode(),
+                    "mask_source": example["mask_source"].decode(),
+                }
+            )
+    return rows
+
+
+def interval(values_: list[float]) -> tuple[float, float, float, int]:
+    """Mean, the 95 % interval of the mean (Student's t) and n of the finite values."""
+    v = np.asarray(values_, np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return (float(v.mean()) if len(v) else math.nan), math.nan, math.nan, len(v)
+    half = scipy.stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half), len(v)
+
+
+def fmt(stat: tuple[float, float, float, int]) -> str:
+    mean, low, high, _ = stat
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def lung_mask_pcc(rows: list[dict], args: argparse.Namespace) -> list[float]:
+    """Each severity case's lung mask as a map, correlated with its severity map."""
+    found = []
+    for fold in FOLDS:
+        source = building.data_source("brixia_public", fold, config="128", data_dir=args.data_dir)
+        for index in sorted({int(r["index"]) for r in rows if r["model"] == fold}):
+            (case,) = evaluation.cases(source[index], index)
+            mask = jnp.asarray(case.lungs, jnp.float32)[None]
+            found.append(float(correlation.pearson(mask, jnp.asarray(case.severity)[None])[0]))
+    return found
+
+
+def severity_section(rows: list[dict], args: argparse.Namespace, figures: dict) -> str:
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    metrics = ("pcc", "pcc_lungs", "iou", "insertion_auc", "deletion_auc")
+    lines = [
+        "| method | n | PCC with the severity map | PCC within the lungs | zone IoU | "
+        "insertion AUC | deletion AUC |\n|---|---|---|---|---|---|---|\n"
+    ]
+    lung_mask = interval(lung_mask_pcc(rows, args))
+    figures["pcc/lung_mask"] = lung_mask
+    lines.append(f"| lung mask | {lung_mask[3]} | {fmt(lung_mask)} | (constant) | | | |\n")
+    for method in methods:
+        stats = {m: interval(values(rows, m, method=method)) for m in metrics}
+        figures |= {f"{m}/{method}": s for m, s in stats.items()}
+        cells = " | ".join(fmt(stats[m]) for m in metrics)
+        lines.append(f"| {method} | {stats['pcc'][3]} | {cells} |\n")
+    paired = {
+        f"{metric}, {m}": paired_by_case(rows, metric, "random", m)
+        for metric in metrics
+        for m in methods
+        if m != "random"
+    }
+    lines.append(paired_section(paired, ("random", "method"), figures, "method-random"))
+    lines.append("\nPCC by the lung mask's source (the severity map is painted on that mask):\n\n")
+    sources = sorted({r["mask_source"] for r in rows})
+    lines.append("| method | " + " | ".join(f"{s}: PCC (n)" for s in sources) + " |\n")
+    lines.append("|---" * (len(sources) + 1) + "|\n")
+    for method in methods:
+        cells = []
+        for source in sources:
+            stat = interval(values(rows, "pcc", method=method, mask_source=source))
+            figures[f"pcc/{method}/{source}"] = stat
+            cells.append(f"{fmt(stat)} ({stat[3]})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |\n")
+    return "".join(lines)
+
+
+def detectors_section(rows: list[dict], figures: dict) -> str:
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    detectors = list(dict.fromkeys(r["target_name"] for r in rows))
+    lines = ["| method | " + " | ".join(f"{d} IoU (n)" for d in detectors) + " | all |\n"]
+    lines.append("|---" * (len(detectors) + 2) + "|\n")
+    for method in methods:
+        cells = []
+        for detector in detectors:
+            stat = interval(values(rows, "iou", method=method, target_name=detector))
+            figures[f"iou/{detector}/{method}"] = stat
+            cells.append(f"{fmt(stat)} ({stat[3]})")
+        every = interval(values(rows, "iou", method=method))
+        figures[f"iou/all/{method}"] = every
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {fmt(every)} ({every[3]}) |\n")
+    paired = {
+        f"IoU, {m}": paired_by_case(rows, "iou", "random", m) for m in methods if m != "random"
+    }
+    lines.append(paired_section(paired, ("random", "method"), figures, "iou-random"))
+    return "".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--regression-cv", type=Path, required=True)
+    parser.add_argument("--detectors-cv", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--regression-bottleneck", default="", help="evaluate's IBA arguments")
+    parser.add_argument("--detectors-bottleneck", default="", help="evaluate's IBA arguments")
+    parser.add_argument("--limit", type=int, default=None, help="images per fold at most")
+    parser.add_argument("--write", type=Path, default=None)
+    args = parser.parse_args()
+    figures: dict = {}
+    severity = rows_with_images("regression", args)
+    detectors = rows_with_images("detectors", args)
+    bundle = load_bundle(args.regression_cv / FOLDS[0] / "final_model")
+    text = (
+        f"## Severity: Regression IBA and the baselines ({len(severity)} rows, "
+        f"{len({(r['model'], r['index']) for r in severity})} images out of fold, "
+        f"{bundle.input_spec.image_size} px; means with 95 % intervals)\n\n"
+        + severity_section(severity, args, figures)
+        + f"\n## Detectors: IoU with each detector's zones ({len(detectors)} rows)\n\n"
+        + detectors_section(detectors, figures)
+    )
+    print(text)
+    if args.write:
+        args.write.write_text(text)
+    print(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
