@@ -7,15 +7,17 @@ detectors):
         --regression-cv runs/brixia_public_cv --detectors-cv runs/brixia_public_detectors_cv \\
         --out runs/brixia_public_eval \\
         --regression-bottleneck "--layer denseblock2 --beta 1" \\
-        --detectors-bottleneck "--layer denseblock3 --beta 0.1"
+        --detectors-bottleneck "--layer denseblock3 --beta 0.1" \\
+        [--bottleneck-of regression:fold1="--layer denseblock2 --beta 10" ...]
 
 For each fold K and each task, the model trained without fold K (``CV/foldK/final_model``)
 gets feature statistics estimated on its own training folds (``iba-jax estimate``, once), then
 ``iba-jax evaluate`` explains the images of fold K (resumable like the command itself), with
-the bottleneck arguments given (chosen beforehand with ``iba-jax layer-locality`` and
-``iba-jax beta-sweep`` on training folds: docs/results_real.md). Insertion/deletion replace
-pixels with zeros (as the phantom severity run: a blur hardly changes a diffuse opacity);
-Sensitivity-N is not computed. Then, over the 5 folds' rows:
+the bottleneck arguments given (chosen beforehand for each fold's model with ``iba-jax
+layer-locality`` and ``iba-jax beta-sweep`` on its training folds: docs/results_real.md;
+``--bottleneck-of TASK:FOLD=ARGS`` replaces a task's arguments for one fold).
+Insertion/deletion replace pixels with zeros (as the phantom severity run: a blur hardly
+changes a diffuse opacity); Sensitivity-N is not computed. Then, over the 5 folds' rows:
 
 * severity (Table 1's severity column): per method, the mean PCC of the map with the severity
   map over the image and within the lungs, the zone IoU (zones scored > 0) and the
@@ -44,12 +46,11 @@ import scipy.stats
 from phantom_evaluation import paired_by_case, paired_section, values
 
 from iba_jax import cli, evaluation
-from iba_jax.bundle import load_bundle
+from iba_jax.bundle import stats_layers
 from iba_jax.data import building
-from iba_jax.data.brixia_public import FOLDS
+from iba_jax.data.brixia_public import FOLDS, MASK_SOURCES
 from iba_jax.metrics import correlation
 from iba_jax.records import read_rows
-from iba_jax.stats import stats_layers
 
 LAYERS = ("denseblock1", "denseblock2", "denseblock3")
 TASKS = ("regression", "detectors")
@@ -76,11 +77,22 @@ def evaluate_fold(task: str, fold: str, cv: Path, args: argparse.Namespace) -> P
     out = args.out / task / fold
     command = ["evaluate", "--model", str(model), *data, "--split", fold, "--out", str(out)]
     command += ["--baseline", "zero", "--sensitivity-samples", "0"]
-    command += shlex.split(getattr(args, f"{task}_bottleneck"))
+    command += shlex.split(bottleneck_of(args, task, fold))
     if args.limit:
         command += ["--limit", str(args.limit)]
     run_cli(command)
     return out / "results.csv"
+
+
+def bottleneck_of(args: argparse.Namespace, task: str, fold: str) -> str:
+    """The IBA arguments of ``task`` on ``fold``: its ``--bottleneck-of``, else the task's."""
+    for item in args.bottleneck_of:
+        where, sep, value = item.partition("=")
+        if not sep or where.partition(":")[0] not in TASKS:
+            raise SystemExit(f"--bottleneck-of: expected TASK:FOLD=ARGS; got {item!r}.")
+        if where == f"{task}:{fold}":
+            return value
+    return getattr(args, f"{task}_bottleneck")
 
 
 def rows_with_images(task: str, args: argparse.Namespace) -> list[dict]:
@@ -97,7 +109,7 @@ def rows_with_images(task: str, args: argparse.Namespace) -> list[dict]:
                 | {
                     "model": fold,
                     "filename": example["filename"].decode(),
-                    "mask_source": example["mask_source"].decode(),
+                    "mask_source": MASK_SOURCES[example["mask_source"]],
                 }
             )
     return rows
@@ -190,26 +202,37 @@ def detectors_section(rows: list[dict], figures: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--regression-cv", type=Path, required=True)
-    parser.add_argument("--detectors-cv", type=Path, required=True)
+    parser.add_argument("--regression-cv", type=Path)
+    parser.add_argument("--detectors-cv", type=Path)
+    parser.add_argument("--tasks", default=",".join(TASKS), help="regression,detectors")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--regression-bottleneck", default="", help="evaluate's IBA arguments")
     parser.add_argument("--detectors-bottleneck", default="", help="evaluate's IBA arguments")
+    parser.add_argument(
+        "--bottleneck-of", action="append", default=[], help="TASK:FOLD=ARGS, repeatable"
+    )
     parser.add_argument("--limit", type=int, default=None, help="images per fold at most")
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
+    args.tasks = args.tasks.split(",")
+    for task in args.tasks:
+        if task not in TASKS or getattr(args, f"{task}_cv") is None:
+            parser.error(f"--tasks: expected {' or '.join(TASKS)}, each with its --TASK-cv")
     figures: dict = {}
-    severity = rows_with_images("regression", args)
-    detectors = rows_with_images("detectors", args)
-    bundle = load_bundle(args.regression_cv / FOLDS[0] / "final_model")
-    text = (
-        f"## Severity: Regression IBA and the baselines ({len(severity)} rows, "
-        f"{len({(r['model'], r['index']) for r in severity})} images out of fold, "
-        f"{bundle.input_spec.image_size} px; means with 95 % intervals)\n\n"
-        + severity_section(severity, args, figures)
-        + f"\n## Detectors: IoU with each detector's zones ({len(detectors)} rows)\n\n"
-        + detectors_section(detectors, figures)
-    )
+    text = ""
+    if "regression" in args.tasks:
+        severity = rows_with_images("regression", args)
+        images = len({(r["model"], r["index"]) for r in severity})
+        text += (
+            f"## Severity: Regression IBA and the baselines ({images} images out of fold; means "
+            "with 95 % intervals)\n\n" + severity_section(severity, args, figures)
+        )
+    if "detectors" in args.tasks:
+        detectors = rows_with_images("detectors", args)
+        text += (
+            f"\n## Detectors: IoU with each detector's zones ({len(detectors)} rows)\n\n"
+            + detectors_section(detectors, figures)
+        )
     print(text)
     if args.write:
         args.write.write_text(text)

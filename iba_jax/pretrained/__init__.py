@@ -1,4 +1,5 @@
-"""Models shipped with iba-jax: classifiers, a severity regressor and detectors of the phantoms.
+"""Models shipped with iba-jax: classifiers, a severity regressor and detectors of the phantoms,
+and a severity regressor and detectors trained on real radiographs.
 
 ``phantoms_cls`` (BCE) and ``phantoms_cls_weighted`` (weighted BCE) classify the four findings,
 ``phantoms_cls_noisy`` too, trained on labels a fifth of which are flipped: a less confident
@@ -11,6 +12,12 @@ three detectors (some zone scored 0-1 / 2 / 3). All are small DenseNets (growth 
 on ``cxr_phantoms``; the README in this folder gives the exact commands and their test-split
 metrics. They are what the demo, the notebooks
 and the phantom benchmark explain.
+
+``brixia_public_reg`` (global score 0-18) and ``brixia_public_detectors`` are the same network
+trained on the 183 real radiographs of BrixIA's public annotations (senior reader's scores),
+starting from ``phantoms_reg`` and ``phantoms_detectors``; their patient-grouped 5-fold
+cross-validated figures are in the README in this folder (out of fold: MAE 2.96, Pearson 0.637;
+detector AUCs 0.825 / 0.673 / 0.598).
 
 >>> from iba_jax.pretrained import load_pretrained
 >>> bundle = load_pretrained("phantoms_cls")
@@ -34,6 +41,8 @@ PRETRAINED = (
     "phantoms_detectors",
     "phantoms_cls_noisy",
     "phantoms_cls_noisy_224",
+    "brixia_public_reg",
+    "brixia_public_detectors",
 )
 
 
