@@ -112,7 +112,7 @@ def draw(examples: list[dict], explained: Path, out: Path) -> None:
         ax.set_title(method, fontsize=7)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
+    figure.savefig(out, dpi=80)
     plt.close(figure)
 
 

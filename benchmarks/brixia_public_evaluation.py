@@ -35,21 +35,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 from phantom_evaluation import paired_by_case, paired_section, values
 
 from iba_jax import cli, evaluation
-from iba_jax.bundle import stats_layers
+from iba_jax.bundle import load_bundle, stats_layers
 from iba_jax.data import building
 from iba_jax.data.brixia_public import FOLDS, MASK_SOURCES
+from iba_jax.data.preprocess import unit_range
 from iba_jax.metrics import correlation
+from iba_jax.metrics.intervals import MeanInterval, mean_interval
+from iba_jax.models.densenet import predict
 from iba_jax.records import read_rows
 
 LAYERS = ("denseblock1", "denseblock2", "denseblock3")
@@ -115,17 +117,7 @@ def rows_with_images(task: str, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def interval(values_: list[float]) -> tuple[float, float, float, int]:
-    """Mean, the 95 % interval of the mean (Student's t) and n of the finite values."""
-    v = np.asarray(values_, np.float64)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return (float(v.mean()) if len(v) else math.nan), math.nan, math.nan, len(v)
-    half = scipy.stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half), len(v)
-
-
-def fmt(stat: tuple[float, float, float, int]) -> str:
+def fmt(stat: MeanInterval) -> str:
     mean, low, high, _ = stat
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
@@ -142,6 +134,33 @@ def lung_mask_pcc(rows: list[dict], args: argparse.Namespace) -> list[float]:
     return found
 
 
+REMOVED_SHARES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+def removal_response(args: argparse.Namespace) -> str:
+    """The regressor's mean out-of-fold prediction when a random share of each image's pixels
+    is set to zero (insertion/deletion's baseline): what a random map's curves measure."""
+    key = jax.random.key(0)
+    predicted = {share: [] for share in REMOVED_SHARES}
+    for fold in FOLDS:
+        bundle = load_bundle(args.regression_cv / fold / "final_model")
+        source = building.data_source("brixia_public", fold, config="128", data_dir=args.data_dir)
+        images = np.stack([source[i]["image"] for i in range(len(source))])
+        x = bundle.input_spec.normalize(unit_range(images, bundle.config.in_channels))
+        for share in REMOVED_SHARES:
+            key, draw = jax.random.split(key)
+            kept = jax.random.uniform(draw, (*x.shape[:3], 1)) >= share
+            out = predict(bundle.model, bundle.variables, jnp.where(kept, x, 0.0))
+            predicted[share] += np.asarray(out)[:, 0].tolist()
+    lines = [
+        "| share of pixels set to zero | " + " | ".join(f"{s:g}" for s in REMOVED_SHARES) + " |"
+    ]
+    lines.append("|---" * (len(REMOVED_SHARES) + 1) + "|")
+    means = [f"{np.mean(predicted[s]):.2f}" for s in REMOVED_SHARES]
+    lines.append("| mean predicted score (out of fold) | " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def severity_section(rows: list[dict], args: argparse.Namespace, figures: dict) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     metrics = ("pcc", "pcc_lungs", "iou", "insertion_auc", "deletion_auc")
@@ -149,11 +168,11 @@ def severity_section(rows: list[dict], args: argparse.Namespace, figures: dict) 
         "| method | n | PCC with the severity map | PCC within the lungs | zone IoU | "
         "insertion AUC | deletion AUC |\n|---|---|---|---|---|---|---|\n"
     ]
-    lung_mask = interval(lung_mask_pcc(rows, args))
+    lung_mask = mean_interval(lung_mask_pcc(rows, args))
     figures["pcc/lung_mask"] = lung_mask
     lines.append(f"| lung mask | {lung_mask[3]} | {fmt(lung_mask)} | (constant) | | | |\n")
     for method in methods:
-        stats = {m: interval(values(rows, m, method=method)) for m in metrics}
+        stats = {m: mean_interval(values(rows, m, method=method)) for m in metrics}
         figures |= {f"{m}/{method}": s for m, s in stats.items()}
         cells = " | ".join(fmt(stats[m]) for m in metrics)
         lines.append(f"| {method} | {stats['pcc'][3]} | {cells} |\n")
@@ -171,7 +190,7 @@ def severity_section(rows: list[dict], args: argparse.Namespace, figures: dict) 
     for method in methods:
         cells = []
         for source in sources:
-            stat = interval(values(rows, "pcc", method=method, mask_source=source))
+            stat = mean_interval(values(rows, "pcc", method=method, mask_source=source))
             figures[f"pcc/{method}/{source}"] = stat
             cells.append(f"{fmt(stat)} ({stat[3]})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |\n")
@@ -186,10 +205,10 @@ def detectors_section(rows: list[dict], figures: dict) -> str:
     for method in methods:
         cells = []
         for detector in detectors:
-            stat = interval(values(rows, "iou", method=method, target_name=detector))
+            stat = mean_interval(values(rows, "iou", method=method, target_name=detector))
             figures[f"iou/{detector}/{method}"] = stat
             cells.append(f"{fmt(stat)} ({stat[3]})")
-        every = interval(values(rows, "iou", method=method))
+        every = mean_interval(values(rows, "iou", method=method))
         figures[f"iou/all/{method}"] = every
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {fmt(every)} ({every[3]}) |\n")
     paired = {
@@ -225,7 +244,10 @@ def main() -> None:
         images = len({(r["model"], r["index"]) for r in severity})
         text += (
             f"## Severity: Regression IBA and the baselines ({images} images out of fold; means "
-            "with 95 % intervals)\n\n" + severity_section(severity, args, figures)
+            "with 95 % intervals)\n\n"
+            + severity_section(severity, args, figures)
+            + "\nThe regressor with random pixels removed (the random map's insertion and "
+            "deletion):\n\n" + removal_response(args)
         )
     if "detectors" in args.tasks:
         detectors = rows_with_images("detectors", args)

@@ -25,8 +25,8 @@ Cases and their ground truth, by data set and model:
 An image whose zone map is empty (its lung mask, annotated or predicted, holds no lung) has
 no case: nothing to localise or correlate with.
 
-``summary`` and ``pivot`` turn the file into the paper's tables; ``write_report`` writes them all
-as Markdown, CSV and PNG plots.
+``summary``, ``intervals`` and ``pivot`` turn the file into the paper's tables;
+``write_report`` writes them all as Markdown, CSV and PNG plots.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from iba_jax.data.brixia import DETECTOR_LABELS, detector_zones
 from iba_jax.data.preprocess import unit_range
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps, target_key
 from iba_jax.metrics import correlation, faithfulness, localisation
+from iba_jax.metrics.intervals import mean_interval
 from iba_jax.records import append_row, header_of, read_rows, write_rows
 from iba_jax.sharding import pad_images
 from iba_jax.stats import FeatureStats
@@ -97,6 +98,17 @@ METRICS = (
     "pcc_lungs",
     "instances_marked",
     "seconds",
+)
+# The metrics reported with a confidence interval (write_report).
+INTERVAL_METRICS = (
+    "iou",
+    "pointing_game",
+    "mass_inside",
+    "insertion_auc",
+    "deletion_auc",
+    "pcc",
+    "pcc_lungs",
+    "instances_marked",
 )
 KEYS = ("model", "index", "target", "target_name", "method")
 COLUMNS = (*KEYS, *METRICS)  # of the results file, in order
@@ -473,20 +485,25 @@ def _scores(bundle, x, targets, maps, case, config, key) -> dict[str, float]:
     }
 
 
+def _groups(results: str | os.PathLike[str], by: Sequence[str]) -> dict[tuple, list[dict]]:
+    """The rows of ``results`` grouped by the columns ``by`` (of ``KEYS``), in the order groups
+    first appear."""
+    checks.check_names("by", tuple(by), KEYS)
+    check_columns(Path(results))
+    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for row in read_rows(Path(results)):
+        groups.setdefault(tuple(row[k] for k in by), []).append(row)
+    return groups
+
+
 def summary(
     results: str | os.PathLike[str], by: Sequence[str] = ("method",)
 ) -> list[dict[str, Any]]:
     """One row per group of results (``by``: columns of ``KEYS``), in the order groups first
     appear: the number of cases, each metric's mean over the cases that have it, and
     ``seconds``' median (the first case of a method includes its compilation)."""
-    checks.check_names("by", tuple(by), KEYS)
-    check_columns(Path(results))
-    rows = read_rows(Path(results))
-    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in by), []).append(row)
     table = []
-    for group, mine in groups.items():
+    for group, mine in _groups(results, by).items():
         entry: dict[str, Any] = {**dict(zip(by, group, strict=True)), "cases": len(mine)}
         for metric in METRICS:
             values = np.array([float(r[metric]) for r in mine])
@@ -498,6 +515,38 @@ def summary(
                 entry[metric] = round(float(middle), 4)
         table.append(entry)
     return table
+
+
+def intervals(
+    results: str | os.PathLike[str],
+    by: Sequence[str] = ("model", "method"),
+    confidence: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Per group of results and metric of ``INTERVAL_METRICS`` that the group has: the mean
+    over the cases, its confidence interval (Student's t, ``metrics.intervals``) and n."""
+    table = []
+    for group, mine in _groups(results, by).items():
+        for metric in INTERVAL_METRICS:
+            stat = mean_interval([float(r[metric]) for r in mine], confidence)
+            if stat.n:
+                table.append(
+                    {**dict(zip(by, group, strict=True)), "metric": metric, **stat._asdict()}
+                )
+    return table
+
+
+def interval_markdown(table: Sequence[dict[str, Any]], by: Sequence[str]) -> str:
+    """``intervals``' rows as one Markdown row per group, a ``mean [low, high]`` cell per
+    metric (n in the group's ``cases`` column: the largest n of its metrics)."""
+    metrics = [m for m in INTERVAL_METRICS if any(r["metric"] == m for r in table)]
+    rows: dict[tuple, dict[str, Any]] = {}
+    for r in table:
+        group = tuple(r[k] for k in by)
+        entry = rows.setdefault(group, {**{k: r[k] for k in by}, "cases": 0})
+        entry["cases"] = max(entry["cases"], r["n"])
+        entry[r["metric"]] = f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+    columns = (*by, "cases", *metrics)
+    return markdown([{c: e.get(c, "") for c in columns} for e in rows.values()])
 
 
 def pivot(table: Sequence[dict[str, Any]], rows: str, columns: str, value: str) -> list[dict]:
@@ -525,6 +574,8 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
 
     * ``summary.md`` / ``summary.csv``: per model and method, every metric (Table 1's IoU,
       Fig. 2's AUCs, Fig. 3b's Sensitivity-N, the PCC table) and the seconds per case;
+    * ``intervals.csv`` (and a table in ``summary.md``): per model and method, the mean of each
+      of ``INTERVAL_METRICS`` with its 95 % interval and n (``intervals``);
     * ``iou_by_target.csv``: IoU per method and target class or detector (Table 2), one file
       per model (``iou_by_target_MODEL.csv``) when the file holds several;
     * ``iou_by_model.csv``: IoU per method and model, when the file holds several (Table 3);
@@ -539,6 +590,12 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
     models = list(dict.fromkeys(r["model"] for r in per_method))
     sections = ["## Per model and method\n", markdown(per_method)]
     write_rows(out / "summary.csv", per_method)
+    spread = intervals(results, ("model", "method"))
+    sections += [
+        "\n## Means with 95 % intervals (Student's t; n: cases with the metric)\n",
+        interval_markdown(spread, ("model", "method")),
+    ]
+    write_rows(out / "intervals.csv", spread)
     by_target = summary(results, ("model", "method", "target_name"))
     for model in models:
         mine = [r for r in by_target if r["model"] == model]

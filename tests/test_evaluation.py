@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+import scipy.stats
 
 from iba_jax import evaluation
 from iba_jax.attribute import IBAConfig
@@ -143,6 +144,18 @@ def test_rows_summary_and_a_crash_resumed(setting, tmp_path):
     ious = [float(r["iou"]) for r in expected if r["method"] == "iba"]
     assert table["iba"]["iou"] == pytest.approx(np.mean(ious), abs=1e-4)
     assert table["iba"]["iou"] > table["random"]["iou"]  # the maps find the lesions
+    spread = {(r["method"], r["metric"]): r for r in evaluation.intervals(whole, ("method",))}
+    iou = spread[("iba", "iou")]
+    half = scipy.stats.t.ppf(0.975, n_cases - 1) * np.std(ious, ddof=1) / np.sqrt(n_cases)
+    assert iou["n"] == n_cases and iou["mean"] == pytest.approx(np.mean(ious))
+    assert (iou["low"], iou["high"]) == pytest.approx((np.mean(ious) - half, np.mean(ious) + half))
+    assert ("iba", "pcc") not in spread  # no severity map: no interval of nothing
+    cells = evaluation.interval_markdown(list(spread.values()), ("method",)).splitlines()
+    assert cells[0].startswith("| method | cases | iou | pointing_game |")
+    assert (
+        f"| iba | {n_cases} | {iou['mean']:.3f} [{iou['low']:.3f}, {iou['high']:.3f}] |"
+        in (cells[2])
+    )
     text = evaluation.markdown(evaluation.summary(whole))
     assert text.splitlines()[0].startswith("| method | cases | iou |")
     by_target = evaluation.summary(whole, ("method", "target_name"))

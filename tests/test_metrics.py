@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 from iba_jax.metrics import correlation, faithfulness, localisation, paired
 from iba_jax.metrics.ordering import pixel_ranks, top_pixels
@@ -189,3 +190,22 @@ def test_a_paired_comparison_of_ties_and_bad_inputs():
     assert table.splitlines()[2] == (
         "| instances marked | 3 | 0.000 | 1.000 | +1.000 (+1.000, +1.000) | 3 / 0 | 0.25 |"
     )
+
+
+def test_mean_interval_is_students_t_over_the_finite_values():
+    from iba_jax.metrics.intervals import mean_interval
+
+    values = np.array([0.2, 0.5, np.nan, 0.4, 0.9, 0.1])
+    finite = values[np.isfinite(values)]
+    stat = mean_interval(values)
+    expected = scipy.stats.t.interval(
+        0.95, len(finite) - 1, loc=finite.mean(), scale=scipy.stats.sem(finite)
+    )
+    assert stat.n == 5 and stat.mean == pytest.approx(finite.mean())
+    assert (stat.low, stat.high) == pytest.approx(expected)
+    wider = mean_interval(values, confidence=0.99)
+    assert wider.low < stat.low and wider.high > stat.high
+    assert np.isnan(mean_interval([0.3]).low) and mean_interval([0.3]).mean == 0.3
+    assert mean_interval([np.nan]).n == 0
+    with pytest.raises(ValueError, match="confidence: expected a share in"):
+        mean_interval(values, confidence=95)

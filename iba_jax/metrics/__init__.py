@@ -5,6 +5,7 @@
   lung zones;
 * ``correlation``: Pearson correlation of a map with a per-pixel severity map, and its
   random-map control;
+* ``intervals``: a mean with its confidence interval (Student's t);
 * ``paired``: two methods on the same cases: the mean difference with a bootstrap interval,
   and the sign test.
 
