@@ -101,6 +101,12 @@ def rows_with_images(task: str, args: argparse.Namespace) -> list[dict]:
     """Every fold's rows, each with its fold, file name and mask source; ``model`` is the
     fold, so that pairing by case stays within one model's rows."""
     cv = getattr(args, f"{task}_cv")
+    errors = {}
+    if task == "regression" and (cv / "out_of_fold.csv").exists():
+        errors = {
+            r["filename"]: abs(float(r["output/global_score"]) - float(r["senior_global"]))
+            for r in read_rows(cv / "out_of_fold.csv")
+        }
     rows = []
     for fold in FOLDS:
         source = building.data_source("brixia_public", fold, config="128", data_dir=args.data_dir)
@@ -113,6 +119,7 @@ def rows_with_images(task: str, args: argparse.Namespace) -> list[dict]:
                     "filename": example["filename"].decode(),
                     "mask_source": MASK_SOURCES[example["mask_source"]],
                 }
+                | ({"abs_error": errors[example["filename"].decode()]} if errors else {})
             )
     return rows
 
@@ -183,16 +190,39 @@ def severity_section(rows: list[dict], args: argparse.Namespace, figures: dict) 
         if m != "random"
     }
     lines.append(paired_section(paired, ("random", "method"), figures, "method-random"))
+    iba = [m for m in methods if m.startswith("regression_iba_")]
+    if "gradients" in methods:
+        paired = {
+            f"{metric}, {m}": paired_by_case(rows, metric, "gradients", m)
+            for metric in ("pcc", "pcc_lungs")
+            for m in iba
+        }
+        lines.append(paired_section(paired, ("gradients", "method"), figures, "method-gradients"))
     lines.append("\nPCC by the lung mask's source (the severity map is painted on that mask):\n\n")
-    sources = sorted({r["mask_source"] for r in rows})
-    lines.append("| method | " + " | ".join(f"{s}: PCC (n)" for s in sources) + " |\n")
-    lines.append("|---" * (len(sources) + 1) + "|\n")
+    lines.append(split_table(rows, methods, "mask_source", figures))
+    if "abs_error" in rows[0]:
+        median = float(np.median([r["abs_error"] for r in rows]))
+        for r in rows:
+            r["model_error"] = f"|error| {'<=' if r['abs_error'] <= median else '>'} {median:.2f}"
+        lines.append(
+            "\nPCC by how well the model scores the image (its out-of-fold absolute error "
+            "against the senior reader, split at the median):\n\n"
+        )
+        lines.append(split_table(rows, methods, "model_error", figures))
+    return "".join(lines)
+
+
+def split_table(rows: list[dict], methods: list[str], column: str, figures: dict) -> str:
+    """Each method's PCC per value of ``column`` (mean [95 % interval] (n))."""
+    groups = sorted({r[column] for r in rows})
+    lines = ["| method | " + " | ".join(f"{g}: PCC (n)" for g in groups) + " |\n"]
+    lines.append("|---" * (len(groups) + 1) + "|\n")
     for method in methods:
         cells = []
-        for source in sources:
-            stat = mean_interval(values(rows, "pcc", method=method, mask_source=source))
-            figures[f"pcc/{method}/{source}"] = stat
-            cells.append(f"{fmt(stat)} ({stat[3]})")
+        for group in groups:
+            stat = mean_interval(values(rows, "pcc", method=method, **{column: group}))
+            figures[f"pcc/{method}/{group}"] = stat
+            cells.append(f"{fmt(stat)} ({stat.n})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |\n")
     return "".join(lines)
 

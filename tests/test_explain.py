@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import PIL.Image
 import pytest
+from conftest import BRIXIA_PUBLIC, needs_brixia_public
 from dicom_files import write_dicom
 
 from iba_jax import explain
@@ -256,3 +257,23 @@ def test_a_data_set_split_explained_for_an_rgb_model(tmp_path):
     assert "expected a uint8 image of shape (64, 64, 3) or (64, 64, 1)" in result.failed[0][1]
     attribution = np.load(tmp_path / "test_000000.Mass.gradients.npy")
     assert attribution.shape == (64, 64) and np.ptp(attribution) > 0
+
+
+@needs_brixia_public
+def test_the_real_regressor_explains_real_files_as_predict_scores_them(tmp_path):
+    """docs/results_real.md's six-case figure in small: a real radiograph (an RGBA PNG with a
+    space in its name), the shipped real regressor, the bottleneck the evaluation chose."""
+    path = str(BRIXIA_PUBLIC / "images" / "immagine 2.png")
+    settings = ["--layer", "denseblock2", "--method-beta", "regression_iba_deviation=1"]
+    out = tmp_path / "maps"
+    explain_args = ["explain", path, "--model", "brixia_public_reg", "--method", "regression"]
+    assert main([*explain_args, *settings, "--out", str(out)]) == 0
+    record = json.loads((out / "immagine 2.global_score.regression_iba_deviation.json").read_text())
+    m = np.load(out / "immagine 2.global_score.regression_iba_deviation.npy")
+    assert m.shape == (128, 128) and np.isfinite(m).all() and m.sum() > 0
+    assert record["settings"]["betas"] == [["regression_iba_deviation", 1.0]]
+    assert record["settings"]["iba_layer"] == "denseblock2"
+    predict_args = ["predict", path, "--model", "brixia_public_reg"]
+    assert main([*predict_args, "--out", str(tmp_path / "p.csv")]) == 0
+    (row,) = read_rows(tmp_path / "p.csv")
+    assert record["predictions"]["global_score"] == pytest.approx(float(row["global_score"]))
