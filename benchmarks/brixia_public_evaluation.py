@@ -170,14 +170,15 @@ def removal_response(args: argparse.Namespace) -> str:
 
 def severity_section(rows: list[dict], args: argparse.Namespace, figures: dict) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    metrics = ("pcc", "pcc_lungs", "iou", "insertion_auc", "deletion_auc")
+    metrics = ("pcc", "pcc_lungs", "iou", "mass_inside", "insertion_auc", "deletion_auc")
     lines = [
         "| method | n | PCC with the severity map | PCC within the lungs | zone IoU | "
-        "insertion AUC | deletion AUC |\n|---|---|---|---|---|---|---|\n"
+        "share of the map on the scored zones | insertion AUC | deletion AUC |\n"
+        "|---|---|---|---|---|---|---|---|\n"
     ]
     lung_mask = mean_interval(lung_mask_pcc(rows, args))
     figures["pcc/lung_mask"] = lung_mask
-    lines.append(f"| lung mask | {lung_mask[3]} | {fmt(lung_mask)} | (constant) | | | |\n")
+    lines.append(f"| lung mask | {lung_mask.n} | {fmt(lung_mask)} | (constant) | | | | |\n")
     for method in methods:
         stats = {m: mean_interval(values(rows, m, method=method)) for m in metrics}
         figures |= {f"{m}/{method}": s for m, s in stats.items()}
@@ -203,7 +204,7 @@ def severity_section(rows: list[dict], args: argparse.Namespace, figures: dict) 
     if "abs_error" in rows[0]:
         median = float(np.median([r["abs_error"] for r in rows]))
         for r in rows:
-            r["model_error"] = f"|error| {'<=' if r['abs_error'] <= median else '>'} {median:.2f}"
+            r["model_error"] = f"error {'≤' if r['abs_error'] <= median else '>'} {median:.2f}"
         lines.append(
             "\nPCC by how well the model scores the image (its out-of-fold absolute error "
             "against the senior reader, split at the median):\n\n"
