@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from iba_jax import checks
-from iba_jax.attribute import check_images, prepare_targets
 from iba_jax.bottleneck import smooth
+from iba_jax.inputs import check_images, prepare_targets
 from iba_jax.models.densenet import DenseNet, Variables
 from iba_jax.objectives import target_bce
 

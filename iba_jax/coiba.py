@@ -24,20 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iba_jax.attribute import (
-    DEFAULT_MULTILAYER,
-    AttributionAux,
-    IBAConfig,
-    _layer_draws,
-    _Prior,
-    call_in_chunks,
-    check_images,
-    check_layer_stack,
-    check_losses,
-    optimise_alpha,
-    prepare_targets,
-    static_config,
-)
+from iba_jax.attribute import DEFAULT_MULTILAYER, call_in_chunks, check_losses
 from iba_jax.bottleneck import (
     capacity,
     damping,
@@ -47,6 +34,8 @@ from iba_jax.bottleneck import (
     standard_normal,
 )
 from iba_jax.diagnostics import warn_if_flat
+from iba_jax.inputs import check_images, check_layer_stack, layer_draws, prepare_targets
+from iba_jax.loop import AttributionAux, IBAConfig, Prior, optimise_alpha, static_config
 from iba_jax.maps import to_bits_map
 from iba_jax.models.densenet import DenseNet, Variables
 from iba_jax.objectives import ModelLoss, objective, target_bce
@@ -72,7 +61,7 @@ def _coiba_one(
     target: jax.Array,
     keys: jax.Array,
     beta: jax.Array,
-    priors: tuple[_Prior, ...],
+    priors: tuple[Prior, ...],
     *,
     layers: tuple[str, ...],
     shapes: tuple[tuple[int, ...], ...],
@@ -131,7 +120,7 @@ def _coiba_compiled(
                 f"got {tuple(layer_stats.mean.shape)}."
             )
     priors = tuple(
-        _Prior(*(jnp.asarray(a, features.dtype) for a in (s.mean, s.std, s.active))) for s in stats
+        Prior(*(jnp.asarray(a, features.dtype) for a in (s.mean, s.std, s.active))) for s in stats
     )
     priors = tuple(p._replace(std=jnp.maximum(p.std, config.min_std)) for p in priors)
     one = functools.partial(
@@ -188,7 +177,7 @@ def coiba(
     layers = check_layer_stack(model, layers, stats)
     check_images(model, images)
     targets = prepare_targets(model, images, targets, model_loss)
-    keys = _layer_draws(key, None, np.shape(images)[0], config.steps, "key")
+    keys = layer_draws(key, None, np.shape(images)[0], config.steps)
     compiled = functools.partial(
         _coiba_compiled,
         variables,

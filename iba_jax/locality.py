@@ -28,11 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from iba_jax import checks
-from iba_jax.attribute import check_images, check_layer_stack, check_stats_shape
 from iba_jax.bottleneck import noise_from_standard_normal, standard_normal
+from iba_jax.inputs import check_images, check_layer_stack, check_stats_shape, per_image_keys
 from iba_jax.models.densenet import DenseNet, Variables
 from iba_jax.objectives import check_output_index
-from iba_jax.sharding import pad_images, per_image_keys
+from iba_jax.sharding import pad_images
 from iba_jax.stats import FeatureStats
 
 

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from iba_jax.attribute import IBAConfig, _attribute_compiled, static_config
+from iba_jax.loop import IBAConfig, compiled_attribution, static_config
 from iba_jax.models.densenet import DenseNet
 from iba_jax.objectives import target_bce
 from iba_jax.stats import FeatureStats
@@ -83,7 +83,7 @@ def _compiled_bytes(model, layers, image_size, config, images: int, device) -> i
     )
     key = jax.random.key(0).dtype
     sharding = jax.sharding.SingleDeviceSharding(device)
-    lowered = _attribute_compiled.lower(
+    lowered = compiled_attribution.lower(
         jax.tree.map(
             lambda a: shape(a.shape, a.dtype, sharding=sharding), model.abstract_variables()
         ),

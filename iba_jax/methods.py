@@ -30,8 +30,9 @@ from iba_jax.attribute import (
     multilayer_iba,
     regression_iba,
 )
+from iba_jax.inputs import per_image_keys
 from iba_jax.models.densenet import DenseNet, Variables
-from iba_jax.sharding import IMAGE_AXIS, check_mesh, pad_images, per_image_keys
+from iba_jax.sharding import IMAGE_AXIS, check_mesh, pad_images
 from iba_jax.stats import FeatureStats
 
 IBA_LAYER = "denseblock3"  # the paper's bottleneck layer

@@ -7,7 +7,7 @@ slice of the images while the model's variables and the feature statistics are r
 batch that the devices do not divide is padded with copies of its last image, whose results
 are dropped. ``methods.attribution_maps(..., mesh=local_mesh())`` is the way in.
 
-With one key per image (``per_image_keys``), an image's map does not depend on the device it
+With one key per image (``inputs.per_image_keys``), an image's map does not depend on the device it
 lands on nor on the batch around it, so a sharded run gives the single-device maps.
 """
 
@@ -39,20 +39,6 @@ def check_mesh(mesh: Any) -> None:
             f"mesh: expected a jax.sharding.Mesh with an {IMAGE_AXIS!r} axis (local_mesh()); "
             f"got {mesh!r}."
         )
-
-
-def per_image_keys(key: jax.Array, count: int) -> jax.Array:
-    """One PRNG key per image: a single key is split into ``count``; ``count`` keys are kept."""
-    key = jnp.asarray(key)
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key)  # raw uint32 keys of jax.random.PRNGKey
-    if key.ndim == 0:
-        return jax.random.split(key, count)
-    if key.shape != (count,):
-        raise ValueError(
-            f"key: expected one key or one key per image ({count}); got shape {key.shape}."
-        )
-    return key
 
 
 def pad_images(per_image: Any, multiple: int) -> Any:

@@ -10,7 +10,6 @@ from conftest import channels_last
 
 from iba_jax.attribute import (
     IBAConfig,
-    _attribute_compiled,
     attribute,
     iba,
     inverse_iba,
@@ -18,6 +17,7 @@ from iba_jax.attribute import (
     regression_iba,
 )
 from iba_jax.bottleneck import capacity
+from iba_jax.loop import compiled_attribution
 from iba_jax.maps import binarize
 from iba_jax.objectives import SquaredError, target_bce
 from iba_jax.stats import FeatureStats, estimate_feature_stats
@@ -144,9 +144,9 @@ def test_total_bits_fall_as_beta_grows_without_recompiling(tiny_model, stats, im
             key=key,
         )
         totals.append(float(maps.sum()))
-        before = _attribute_compiled._cache_size() if before is None else before
+        before = compiled_attribution._cache_size() if before is None else before
     assert totals[0] > totals[1] > totals[2]
-    assert _attribute_compiled._cache_size() == before
+    assert compiled_attribution._cache_size() == before
 
 
 def test_same_key_same_map_and_no_retrace(tiny_model, stats, images):
@@ -155,10 +155,10 @@ def test_same_key_same_map_and_no_retrace(tiny_model, stats, images):
         net, variables, stats["denseblock3"], x, 2, config=QUICK, key=key
     )[0]
     a = run(jax.random.key(3))
-    size = _attribute_compiled._cache_size()
+    size = compiled_attribution._cache_size()
     b = run(jax.random.key(3))
     c = run(jax.random.key(4), images * 0.5)
-    assert _attribute_compiled._cache_size() == size
+    assert compiled_attribution._cache_size() == size
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
 
@@ -236,7 +236,7 @@ def test_regression_losses(tiny_model, stats, images):
     assert rm.shape == (4, 64, 64) and np.all(np.isfinite(rm))
     # A new but equal model object (every bundle.model is one) reuses each loss's program:
     # the losses hold the head as a module-level function, not as a method of the object.
-    size, again = _attribute_compiled._cache_size(), dataclasses.replace(net)
+    size, again = compiled_attribution._cache_size(), dataclasses.replace(net)
     for loss, targets, maps in (("deviation", None, deviation), ("mse", clean, mse_to_clean)):
         np.testing.assert_array_equal(
             regression_iba(again, variables, st3, images, targets, loss=loss, **quick)[0], maps
@@ -244,7 +244,7 @@ def test_regression_losses(tiny_model, stats, images):
     np.testing.assert_array_equal(
         regression_iba(again, variables, st3, images, loss="rm", **quick)[0], rm
     )
-    assert _attribute_compiled._cache_size() == size
+    assert compiled_attribution._cache_size() == size
 
 
 @pytest.fixture(scope="module")

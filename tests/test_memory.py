@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from iba_jax import memory
-from iba_jax.attribute import IBAConfig, iba, static_config
+from iba_jax.attribute import IBAConfig, iba
+from iba_jax.loop import static_config
 from iba_jax.models import DenseNet, densenet_tiny
 from iba_jax.stats import estimate_feature_stats
 

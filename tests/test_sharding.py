@@ -21,6 +21,7 @@ from test_methods import NET, QUICK, every_method, method_inputs
 
 from iba_jax import methods, sharding
 from iba_jax.attribute import iba
+from iba_jax.inputs import per_image_keys
 
 EIGHT = jax.local_device_count() == 8
 eight_devices = pytest.mark.skipif(not EIGHT, reason="runs in the 8-device process")
@@ -110,10 +111,10 @@ def test_the_functional_api_follows_sharded_images(setting):
 
 
 def test_keys_and_meshes_are_checked():
-    keys = sharding.per_image_keys(jax.random.key(0), 3)
+    keys = per_image_keys(jax.random.key(0), 3)
     assert keys.shape == (3,)
-    assert sharding.per_image_keys(keys, 3) is not None
+    assert per_image_keys(keys, 3) is not None
     with pytest.raises(ValueError, match=r"key: expected one key or one key per image \(4\)"):
-        sharding.per_image_keys(keys, 4)
+        per_image_keys(keys, 4)
     with pytest.raises(ValueError, match=r"mesh: expected a jax\.sharding\.Mesh with an 'images'"):
         sharding.check_mesh(jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",)))

@@ -1,0 +1,156 @@
+"""The checks every attribution method makes of what it is given, and its PRNG keys.
+
+Images (a finite channels-last batch the model accepts), targets (one per image; class indices
+within the outputs for the losses that take them), feature statistics (the layer's shape),
+layers (distinct, in network order) and keys (one key, or one per image; raw ``PRNGKey`` data
+is wrapped). Each refuses bad input with a one-line error naming the argument; under a
+caller's ``jit`` (traced values) the value checks are skipped and the maps come out NaN instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from iba_jax import checks
+from iba_jax.models.densenet import DenseNet
+from iba_jax.objectives import ModelLoss, check_output_index, softmax_cross_entropy, target_bce
+from iba_jax.stats import FeatureStats
+
+INDEX_LOSSES = (target_bce, softmax_cross_entropy)
+
+
+def check_stats_shape(layer: str, stats: FeatureStats, feature_shape: tuple[int, ...]) -> None:
+    """Raises unless ``stats`` have the shape ``(h, w, c)`` of ``layer``'s features."""
+    if tuple(stats.mean.shape) != tuple(feature_shape):
+        raise ValueError(
+            f"stats: expected statistics of the {layer!r} feature shape {tuple(feature_shape)} "
+            f"(h, w, c) for these images; got {tuple(stats.mean.shape)}. Estimate them at "
+            "the same layer and image size."
+        )
+
+
+def check_layer_stack(
+    model: DenseNet, layers: Sequence[str], stats: Mapping[str, FeatureStats]
+) -> tuple[str, ...]:
+    """Checks that ``layers`` are distinct, in network order, and all have statistics."""
+    layers = tuple(layers)
+    checks.check_names("layers", layers, model.layer_names)
+    order = [model.layer_names.index(layer) for layer in layers]
+    if order != sorted(set(order)):
+        raise ValueError(f"layers: expected distinct layers in network order; got {layers}.")
+    missing = [layer for layer in layers if layer not in stats]
+    if missing:
+        raise ValueError(f"stats: expected FeatureStats for every layer; missing {missing}.")
+    return layers
+
+
+def is_concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_finite(name: str, x: Any) -> None:
+    if is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(np.asarray(x))))
+        raise ValueError(f"{name}: expected finite values; got {bad} NaN or infinite entries.")
+
+
+def batch_targets(targets: Any, batch: int, dtype: Any) -> jax.Array:
+    targets = jnp.asarray(targets, dtype)
+    if targets.ndim == 0:
+        targets = jnp.broadcast_to(targets, (batch,))
+    if targets.shape[0] != batch:
+        raise ValueError(
+            f"targets: expected one target per image ({batch}); got shape {tuple(targets.shape)}."
+        )
+    return targets
+
+
+def _check_class_targets(given: Any, targets: jax.Array, num_classes: int) -> None:
+    """``targets`` (``given`` as cast to int32) must be one whole class index per image."""
+    if targets.ndim != 1:
+        raise ValueError(
+            f"targets: expected one integer class index per image; got shape "
+            f"{tuple(targets.shape)}."
+        )
+    if is_concrete(given):
+        values = np.asarray(given)
+        whole = np.issubdtype(values.dtype, np.integer) or (
+            np.issubdtype(values.dtype, np.floating) and np.all(values == np.round(values))
+        )
+        if values.dtype == bool or not whole:
+            raise ValueError(
+                f"targets: expected integer class indices; got {values.dtype} {values.tolist()}."
+            )
+    check_output_index("targets", targets, num_classes)
+
+
+def prepare_targets(model: DenseNet, images: Any, targets: Any, model_loss: ModelLoss) -> jax.Array:
+    """One target per image; class indices are checked against the outputs for the losses
+    that take them (``target_bce``, ``softmax_cross_entropy``). The images' shape is checked
+    first, since it says how many targets there must be."""
+    checks.check_image_batch(
+        "images", images, channels=model.config.in_channels, min_size=model.config.min_image_size
+    )
+    batch = np.shape(images)[0]
+    if model_loss in INDEX_LOSSES:
+        given = targets
+        targets = batch_targets(targets, batch, jnp.int32)
+        _check_class_targets(given, targets, model.config.num_classes)
+        return targets
+    return batch_targets(targets, batch, jnp.asarray(targets).dtype)
+
+
+def check_images(model: DenseNet, images: Any) -> None:
+    """Images must be a finite channels-last batch the model accepts."""
+    checks.check_image_batch(
+        "images", images, channels=model.config.in_channels, min_size=model.config.min_image_size
+    )
+    check_finite("images", images)
+
+
+def typed_key(key: jax.Array) -> jax.Array:
+    """A typed PRNG key (array): raw uint32 keys from ``jax.random.PRNGKey`` are wrapped."""
+    key = jnp.asarray(key)
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    return key
+
+
+def per_image_keys(key: jax.Array, count: int) -> jax.Array:
+    """One PRNG key per image: a single key is split into ``count``; ``count`` keys are kept."""
+    key = typed_key(key)
+    if key.ndim == 0:
+        return jax.random.split(key, count)
+    if key.shape != (count,):
+        raise ValueError(
+            f"key: expected one key or one key per image ({count}); got shape {key.shape}."
+        )
+    return key
+
+
+def layer_keys(key: jax.Array, count: int) -> tuple[jax.Array, ...]:
+    """``count`` keys from one key, or from one key per image (then one per image each)."""
+    key = typed_key(key)
+    if key.ndim == 0:
+        return tuple(jax.random.split(key, count))
+    per_image = jax.vmap(lambda k: jax.random.split(k, count))(key)  # (images, count)
+    return tuple(per_image[:, j] for j in range(count))
+
+
+def layer_draws(
+    key: jax.Array | None, noise: jax.Array | None, batch: int, steps: int
+) -> jax.Array:
+    """Per image: ``steps`` PRNG keys, or the injected noise (checked against shapes later)."""
+    if noise is not None:
+        check_finite("noise", noise)
+        return jnp.asarray(noise, jnp.float32)
+    if key is None:
+        raise ValueError(
+            "key: expected a PRNG key (jax.random.key(seed)) or injected noise; got neither."
+        )
+    return jax.vmap(lambda k: jax.random.split(k, steps))(per_image_keys(key, batch))
