@@ -191,26 +191,24 @@ def test_jit_equals_no_jit(tiny_model, stats, images):
     np.testing.assert_allclose(eager, compiled, rtol=1e-4, atol=1e-4 * float(compiled.max()))
 
 
-def test_a_composed_objective_runs_in_the_same_loop(tiny_model, stats, images):
+def test_a_composed_objective_is_what_the_loop_optimises(tiny_model, stats, images):
     net, variables = tiny_model
-
-    def two_findings(logits, target):
-        del target
-        return 1.0 * target_bce(logits, 2) + 0.0 * target_bce(logits, 1)
-
-    key = jax.random.key(9)
-    composed, _ = attribute(
-        net,
-        variables,
-        stats["denseblock3"],
-        images,
-        0,
-        model_loss=two_findings,
-        config=QUICK,
-        key=key,
+    cfg = IBAConfig(steps=3, samples=2, unroll=False, beta=0.01)  # the model term matters
+    two_findings = lambda logits, target: target_bce(logits, 2) + 0.5 * target_bce(logits, 1)
+    key, st3 = jax.random.key(9), stats["denseblock3"]
+    composed, aux = attribute(
+        net, variables, st3, images, 0, model_loss=two_findings, config=cfg, key=key
     )
-    plain, _ = iba(net, variables, stats["denseblock3"], images, 2, config=QUICK, key=key)
-    np.testing.assert_allclose(composed, plain, rtol=1e-5, atol=1e-8)
+    # Step 0 evaluates λ = sigmoid(α₀ = 5) ≈ 0.993, nearly the clean features: its model term
+    # is the composed loss of the clean logits.
+    logits = net.apply(variables, images)
+    expected = target_bce(logits, 2) + 0.5 * target_bce(logits, 1)
+    np.testing.assert_allclose(aux.model_loss[:, 0], expected, rtol=2e-3)
+    plain, _ = iba(net, variables, st3, images, 2, config=cfg, key=key)
+    assert not np.allclose(composed, plain, rtol=1e-2)  # the second term moves the maps
+    alone = lambda logits, target: target_bce(logits, 2)  # the first term alone is IBA
+    first, _ = attribute(net, variables, st3, images, 0, model_loss=alone, config=cfg, key=key)
+    np.testing.assert_allclose(first, plain, rtol=1e-5, atol=1e-8)
 
 
 def test_inverse_iba_differs_from_iba(tiny_model, stats, images):
@@ -234,6 +232,12 @@ def test_regression_losses(tiny_model, stats, images):
     np.testing.assert_allclose(deviation, mse_to_clean, rtol=1e-4, atol=1e-8)
     rm, _ = regression_iba(net, variables, st3, images, loss="rm", **quick)
     assert rm.shape == (4, 64, 64) and np.all(np.isfinite(rm))
+    # RM maximises the score: its model term −Φ(Z)² starts at the clean score's (λ ≈ 0.993)
+    # and falls in every image when β leaves room.
+    cfg = IBAConfig(steps=10, samples=2, unroll=False, beta=0.01)
+    _, aux = regression_iba(net, variables, st3, images, loss="rm", output=1, key=key, config=cfg)
+    np.testing.assert_allclose(aux.model_loss[:, 0], -(clean**2), rtol=1e-2)
+    assert np.all(aux.model_loss[:, -1] < aux.model_loss[:, 0])
     # A new but equal model object (every bundle.model is one) reuses each loss's program:
     # the losses hold the head as a module-level function, not as a method of the object.
     size, again = compiled_attribution._cache_size(), dataclasses.replace(net)
