@@ -18,10 +18,8 @@ import numpy as np
 
 from iba_jax import checks
 from iba_jax.models.densenet import DenseNet
-from iba_jax.objectives import ModelLoss, check_output_index, softmax_cross_entropy, target_bce
+from iba_jax.objectives import ModelLoss, check_output_index, takes_class_index
 from iba_jax.stats import FeatureStats
-
-INDEX_LOSSES = (target_bce, softmax_cross_entropy)
 
 
 def check_stats_shape(layer: str, stats: FeatureStats, feature_shape: tuple[int, ...]) -> None:
@@ -91,13 +89,14 @@ def _check_class_targets(given: Any, targets: jax.Array, num_classes: int) -> No
 
 def prepare_targets(model: DenseNet, images: Any, targets: Any, model_loss: ModelLoss) -> jax.Array:
     """One target per image; class indices are checked against the outputs for the losses
-    that take them (``target_bce``, ``softmax_cross_entropy``). The images' shape is checked
+    that take them (``objectives.takes_class_index``: ``target_bce``, ``softmax_cross_entropy``,
+    any marked with ``class_index_loss``). The images' shape is checked
     first, since it says how many targets there must be."""
     checks.check_image_batch(
         "images", images, channels=model.config.in_channels, min_size=model.config.min_image_size
     )
     batch = np.shape(images)[0]
-    if model_loss in INDEX_LOSSES:
+    if takes_class_index(model_loss):
         given = targets
         targets = batch_targets(targets, batch, jnp.int32)
         _check_class_targets(given, targets, model.config.num_classes)

@@ -21,7 +21,9 @@ classes::
     maps, aux = iba(net, variables, stats, images, targets, layer="denseblock3",
                     model_loss=two_findings)
 
-and it runs in the same compiled loop.
+and it runs in the same compiled loop. A loss whose target is one class index per image says so
+with :func:`class_index_loss`; the targets are then checked against the model's outputs before
+the loop runs (an index past them is refused, a fractional one too).
 """
 
 from __future__ import annotations
@@ -61,6 +63,28 @@ def check_output_index(name: str, index: object, outputs: int) -> None:
         )
 
 
+def class_index_loss(loss: ModelLoss) -> ModelLoss:
+    """Marks ``loss`` as one whose target is an integer class index per image (as
+    :func:`target_bce`): the attribution functions then check the targets against the model's
+    outputs. A loss class says so with a class attribute ``takes_class_index = True``.
+
+    Example:
+      >>> @class_index_loss
+      ... def margin(logits, target):
+      ...     return -jnp.take(logits, target, axis=-1)
+      >>> takes_class_index(margin), takes_class_index(vector_bce)
+      (True, False)
+    """
+    loss.takes_class_index = True  # type: ignore[attr-defined]
+    return loss
+
+
+def takes_class_index(loss: ModelLoss) -> bool:
+    """Whether ``loss`` takes a class index per image (:func:`class_index_loss`)."""
+    return bool(getattr(loss, "takes_class_index", False))
+
+
+@class_index_loss
 def target_bce(logits: jax.Array, target: jax.Array) -> jax.Array:
     """Sigmoid binary cross-entropy of class ``target`` (an integer index) against label 1.
 
@@ -83,6 +107,7 @@ def vector_bce(logits: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels), axis=-1)
 
 
+@class_index_loss
 def softmax_cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
     """Softmax cross-entropy of class ``target`` (an integer index), for single-label models."""
     check_output_index("target", target, logits.shape[-1])
@@ -111,6 +136,11 @@ class Negated:
 
     loss: ModelLoss
     bound: float = DEFAULT_NEGATION_BOUND
+
+    @property
+    def takes_class_index(self) -> bool:
+        """As the negated loss (its targets are checked alike)."""
+        return takes_class_index(self.loss)
 
     def __call__(self, logits: jax.Array, target: jax.Array) -> jax.Array:
         return -jnp.minimum(self.loss(logits, target), self.bound)

@@ -19,7 +19,7 @@ from iba_jax.attribute import (
 from iba_jax.bottleneck import capacity
 from iba_jax.loop import compiled_attribution
 from iba_jax.maps import binarize
-from iba_jax.objectives import SquaredError, target_bce
+from iba_jax.objectives import Negated, SquaredError, class_index_loss, target_bce
 from iba_jax.stats import FeatureStats, estimate_feature_stats
 
 # (fixture prefix, method); each run replays the reference's recorded noise.
@@ -503,3 +503,24 @@ def test_chunks_of_images_equal_one_call(tiny_model, stats, images):
     np.testing.assert_allclose(chunked_aux.loss, aux.loss, rtol=1e-5)
     with pytest.raises(ValueError, match="images_per_call: expected a positive integer"):
         IBAConfig(images_per_call=0)
+
+
+def test_a_loss_marked_as_taking_a_class_index_gets_its_targets_checked(tiny_model, stats, images):
+    net, variables = tiny_model
+    margin = lambda logits, target: -jnp.take(logits, target, axis=-1)
+    marked = class_index_loss(lambda logits, target: margin(logits, target))
+    run = lambda loss, targets: attribute(
+        net,
+        variables,
+        stats["denseblock3"],
+        images,
+        targets,
+        model_loss=loss,
+        config=QUICK,
+        key=jax.random.key(0),
+    )
+    with pytest.raises(ValueError, match=r"targets: expected an index in \[0, 3\)"):
+        run(marked, [0, 3, 1, 1])  # jnp.take would read NaN past the outputs
+    with pytest.raises(ValueError, match=r"targets: expected an index in \[0, 3\)"):
+        run(Negated(marked), [0, 3, 1, 1])  # a negated loss takes what its loss takes
+    np.testing.assert_array_equal(run(marked, [0, 2, 1, 1])[0], run(margin, [0, 2, 1, 1])[0])
