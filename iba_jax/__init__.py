@@ -13,6 +13,7 @@ from iba_jax.attribute import (
     multilayer_iba,
     regression_iba,
 )
+from iba_jax.bottleneck import mean_capacity
 from iba_jax.bundle import (
     CorruptBundleError,
     InputSpec,
@@ -106,6 +107,7 @@ __all__ = [
     "load_segmenter",
     "load_state_dict",
     "local_mesh",
+    "mean_capacity",
     "multilayer_iba",
     "pretrained_dir",
     "recommended_beta",

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iba_jax import checks, memory
+from iba_jax.bottleneck import mean_capacity
 from iba_jax.diagnostics import warn_if_flat
 from iba_jax.inputs import (
     batch_targets,
@@ -39,6 +40,7 @@ from iba_jax.inputs import (
 from iba_jax.loop import (
     AttributionAux,
     IBAConfig,
+    InformationTerm,
     compiled_attribution,
     optimise_alpha,
     static_config,
@@ -115,6 +117,7 @@ def _run(
     keys: Sequence[jax.Array | None],
     noises: Sequence[jax.Array | None],
     clean_targets: bool = False,
+    information: InformationTerm = mean_capacity,
 ) -> tuple[tuple[jax.Array, ...], tuple[AttributionAux, ...]]:
     checks.check_names("layer", layers, model.layer_names)
     check_images(model, images)
@@ -138,6 +141,7 @@ def _run(
         layers=layers,
         config=static_config(config),
         model_loss=model_loss,
+        information=information,
         inverse=inverse,
         injected=injected.pop(),
         clean_targets=clean_targets,
@@ -170,6 +174,7 @@ def attribute(
     model_loss: ModelLoss,
     layer: str = "denseblock3",
     inverse: bool = False,
+    information: InformationTerm = mean_capacity,
     config: IBAConfig = IBAConfig(),
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
@@ -185,6 +190,9 @@ def attribute(
       model_loss: ``(logits (S, K), target) -> (S,)`` per-sample losses (see ``objectives``).
       layer: where the bottleneck sits.
       inverse: use the inverse bottleneck Z = λε + (1 − λ)R.
+      information: the information term, a function of the capacity ``(h, w, c)`` (nats) to a
+        scalar (default ``bottleneck.mean_capacity``, IBA's); a module-level function or an
+        object equal across calls, so that a second call reuses the compiled loop.
       config: optimisation settings.
       key: a PRNG key (split per image), or one key per image ``(B,)``.
       noise: instead of ``key``, standard-normal draws ``(B, steps, samples, h, w, c)``.
@@ -206,6 +214,7 @@ def attribute(
         inverse=inverse,
         keys=(key,),
         noises=(noise,),
+        information=information,
     )
     return maps[0], aux[0]
 

@@ -123,6 +123,14 @@ def normalized_features(features: jax.Array, mean: jax.Array, std: jax.Array) ->
     return (features - mean) / std
 
 
+def mean_capacity(cap: jax.Array) -> jax.Array:
+    """IBA's information term: the mean over the layer of the per-element capacity (nats; the
+    inactive elements, whose capacity is 0, count in the mean, as in the reference). Any
+    function of the capacity ``(h, w, c) -> ()`` can take its place (``attribute(...,
+    information=...)``)."""
+    return jnp.mean(cap)
+
+
 def capacity(r: jax.Array, lam: jax.Array) -> jax.Array:
     """KL divergence per element, in nats, of the bottleneck from the feature prior.
 

@@ -29,6 +29,7 @@ from iba_jax.bottleneck import (
     capacity,
     damping,
     iba_bottleneck,
+    mean_capacity,
     noise_from_standard_normal,
     normalized_features,
     standard_normal,
@@ -74,7 +75,7 @@ def _coiba_one(
     def loss_fn(alpha: jax.Array, key: jax.Array) -> tuple[jax.Array, tuple]:
         lam = damping(alpha, config.sigma)  # (h1, w1, 1): one value per location
         cap = capacity(r, lam) * first.active
-        information = jnp.mean(cap)
+        information = mean_capacity(cap)
         h = features[None]
         for i, (layer, prior, key_i) in enumerate(
             zip(layers, priors, jax.random.split(key, len(layers)), strict=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -28,6 +29,7 @@ from iba_jax.bottleneck import (
     damping,
     iba_bottleneck,
     inverse_bottleneck,
+    mean_capacity,
     noise_from_standard_normal,
     normalized_features,
     standard_normal,
@@ -103,7 +105,7 @@ class AttributionAux(NamedTuple):
     Attributes:
       loss: total loss of each step ``(B, steps)``.
       model_loss: its model term ``(B, steps)``.
-      information_loss: its information term (mean capacity, nats) ``(B, steps)``.
+      information_loss: its information term (by default the mean capacity, nats) ``(B, steps)``.
       alpha: α after the last update ``(B, h, w, c)``.
       lam: λ = smooth(sigmoid(α)) after the last update ``(B, h, w, c)``.
       capacity: the capacity the map was read from, nats ``(B, h, w, c)``; None unless asked.
@@ -115,6 +117,10 @@ class AttributionAux(NamedTuple):
     alpha: jax.Array
     lam: jax.Array
     capacity: jax.Array | None
+
+
+InformationTerm = Callable[[jax.Array], jax.Array]
+"""The capacity of one image's bottleneck ``(h, w, c)``, nats -> the scalar that β weighs."""
 
 
 class Prior(NamedTuple):
@@ -180,6 +186,7 @@ def _optimise_one(
     *,
     config: IBAConfig,
     model_loss: ModelLoss,
+    information: InformationTerm,
     inverse: bool,
     injected: bool,
 ) -> tuple[jax.Array, AttributionAux]:
@@ -190,13 +197,13 @@ def _optimise_one(
     def loss_fn(alpha: jax.Array, draw: jax.Array) -> tuple[jax.Array, tuple]:
         lam = damping(alpha, config.sigma)
         cap = capacity(r, lam) * prior.active
-        information = jnp.mean(cap)
+        info = information(cap)
         n = draw if injected else standard_normal(draw, (config.samples, *features.shape))
         # n is (samples, h, w, c); everything else gets an explicit leading samples axis.
         eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
         z = bottleneck(features[None], lam[None], eps) * prior.active[None]
-        total, model_term = objective(model_loss, tail(z), target, information, beta)
-        return total, (model_term, information, cap)
+        total, model_term = objective(model_loss, tail(z), target, info, beta)
+        return total, (model_term, info, cap)
 
     alpha0 = jnp.full(features.shape, config.initial_alpha, features.dtype)
     return optimise_alpha(loss_fn, alpha0, draws, r, prior.active, config=config)
@@ -215,6 +222,7 @@ def _optimise_layer(
     *,
     config: IBAConfig,
     model_loss: ModelLoss,
+    information: InformationTerm,
     inverse: bool,
     injected: bool,
     clean_targets: bool,
@@ -238,6 +246,7 @@ def _optimise_layer(
         tail,
         config=config,
         model_loss=model_loss,
+        information=information,
         inverse=inverse,
         injected=injected,
     )
@@ -245,7 +254,16 @@ def _optimise_layer(
     return to_bits_map(cap, image_shape), aux
 
 
-_STATIC = ("model", "layers", "config", "model_loss", "inverse", "injected", "clean_targets")
+_STATIC = (
+    "model",
+    "layers",
+    "config",
+    "model_loss",
+    "information",
+    "inverse",
+    "injected",
+    "clean_targets",
+)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -261,6 +279,7 @@ def compiled_attribution(
     layers: tuple[str, ...],
     config: IBAConfig,
     model_loss: ModelLoss,
+    information: InformationTerm = mean_capacity,
     inverse: bool,
     injected: bool,
     clean_targets: bool,
@@ -279,6 +298,7 @@ def compiled_attribution(
             images.shape[1:3],
             config=config,
             model_loss=model_loss,
+            information=information,
             inverse=inverse,
             injected=injected,
             clean_targets=clean_targets,

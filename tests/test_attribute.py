@@ -16,7 +16,7 @@ from iba_jax.attribute import (
     multilayer_iba,
     regression_iba,
 )
-from iba_jax.bottleneck import capacity
+from iba_jax.bottleneck import capacity, mean_capacity
 from iba_jax.loop import compiled_attribution
 from iba_jax.maps import binarize
 from iba_jax.objectives import Negated, SquaredError, class_index_loss, target_bce
@@ -524,3 +524,39 @@ def test_a_loss_marked_as_taking_a_class_index_gets_its_targets_checked(tiny_mod
     with pytest.raises(ValueError, match=r"targets: expected an index in \[0, 3\)"):
         run(Negated(marked), [0, 3, 1, 1])  # a negated loss takes what its loss takes
     np.testing.assert_array_equal(run(marked, [0, 2, 1, 1])[0], run(margin, [0, 2, 1, 1])[0])
+
+
+def twice_the_mean_capacity(cap):
+    return 2.0 * mean_capacity(cap)
+
+
+def mean_squared_capacity(cap):
+    return jnp.mean(jnp.square(cap))
+
+
+def test_the_information_term_is_a_function_of_the_capacity(tiny_model, stats, images):
+    net, variables = tiny_model
+
+    def run(beta, **term):
+        cfg = IBAConfig(steps=3, samples=2, unroll=False, beta=beta)
+        st3, key = stats["denseblock3"], jax.random.key(12)
+        return attribute(
+            net,
+            variables,
+            st3,
+            images,
+            0,
+            model_loss=target_bce,
+            config=cfg,
+            key=key,
+            **term,
+        )
+
+    default, aux = run(0.1)
+    np.testing.assert_array_equal(run(0.1, information=mean_capacity)[0], default)
+    # 2·I at β/2 is the same objective: the same maps, the information term doubled.
+    doubled, doubled_aux = run(0.05, information=twice_the_mean_capacity)
+    np.testing.assert_allclose(doubled, default, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(doubled_aux.information_loss, 2 * aux.information_loss, rtol=1e-5)
+    squared, _ = run(0.1, information=mean_squared_capacity)  # another term: other maps
+    assert np.all(np.isfinite(squared)) and not np.allclose(squared, default, rtol=1e-3)
