@@ -228,6 +228,7 @@ def iba(
     *,
     layer: str = "denseblock3",
     model_loss: ModelLoss = target_bce,
+    information: InformationTerm = mean_capacity,
     config: IBAConfig = IBAConfig(),
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
@@ -267,6 +268,7 @@ def iba(
         model_loss=model_loss,
         layer=layer,
         config=config,
+        information=information,
         key=key,
         noise=noise,
     )
@@ -282,6 +284,7 @@ def inverse_iba(
     layer: str = "denseblock3",
     model_loss: ModelLoss = target_bce,
     bound: float = DEFAULT_NEGATION_BOUND,
+    information: InformationTerm = mean_capacity,
     config: IBAConfig = IBAConfig(),
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
@@ -290,7 +293,8 @@ def inverse_iba(
 
     Minimises −min(model_loss(Z), bound) + β·capacity with Z = λε + (1 − λ)R (Khakzar et al.,
     2021): λ learns to remove the evidence. The model loss is capped at ``bound`` per sample
-    before negation (see ``objectives.Negated``), so the objective has a floor.
+    before negation (see ``objectives.Negated``), so the objective has a floor. The other
+    arguments (``information``, ``config``, ``key``, ``noise``) are :func:`attribute`'s.
 
     Example:
       >>> import jax
@@ -317,6 +321,7 @@ def inverse_iba(
         layer=layer,
         inverse=True,
         config=config,
+        information=information,
         key=key,
         noise=noise,
     )
@@ -335,6 +340,7 @@ def regression_iba(
     loss: Literal["mse", "rm", "deviation"] = "mse",
     output: int = 0,
     layer: str = "denseblock3",
+    information: InformationTerm = mean_capacity,
     config: IBAConfig = IBAConfig(),
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
@@ -344,7 +350,8 @@ def regression_iba(
     Losses (Khakzar et al., 2021): ``"mse"`` (Φ(Z) − y)² with y = ``targets`` (a label or any
     score of interest); ``"rm"`` −Φ(Z)² (regression maximisation; no targets); ``"deviation"``
     (Φ(Z) − Φ(X))², with Φ(X) the prediction on the clean image, computed once from the clean
-    features (no targets). Φ includes the model's head (ReLU for a regression head).
+    features (no targets). Φ includes the model's head (ReLU for a regression head). The other
+    arguments (``information``, ``config``, ``key``, ``noise``) are :func:`attribute`'s.
 
     Example:
       >>> import jax
@@ -394,6 +401,7 @@ def regression_iba(
         keys=(key,),
         noises=(noise,),
         clean_targets=loss == "deviation",
+        information=information,
     )
     return maps[0], aux[0]
 

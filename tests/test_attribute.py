@@ -560,3 +560,15 @@ def test_the_information_term_is_a_function_of_the_capacity(tiny_model, stats, i
     np.testing.assert_allclose(doubled_aux.information_loss, 2 * aux.information_loss, rtol=1e-5)
     squared, _ = run(0.1, information=mean_squared_capacity)  # another term: other maps
     assert np.all(np.isfinite(squared)) and not np.allclose(squared, default, rtol=1e-3)
+    # The named methods take the term too: the same identity through each of them.
+    st3, key = stats["denseblock3"], jax.random.key(13)
+    at_beta, at_half = (IBAConfig(steps=3, samples=2, unroll=False, beta=b) for b in (0.1, 0.05))
+    twice = {"information": twice_the_mean_capacity}
+    for method, given in (
+        (iba, {"targets": 1}),
+        (inverse_iba, {"targets": 1}),
+        (regression_iba, {"loss": "rm"}),
+    ):
+        plain = method(net, variables, st3, images, config=at_beta, key=key, **given)[0]
+        doubled = method(net, variables, st3, images, config=at_half, key=key, **given, **twice)[0]
+        np.testing.assert_allclose(doubled, plain, rtol=1e-5, atol=1e-7, err_msg=method.__name__)
