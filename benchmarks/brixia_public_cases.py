@@ -38,8 +38,8 @@ def annotated_examples(data_dir: str) -> list[dict]:
     found = []
     for fold in FOLDS:
         source = building.data_source("brixia_public", fold, config="128", data_dir=data_dir)
-        found += [e for e in (source[i] for i in range(len(source)))]
-    found = [e for e in found if MASK_SOURCES[e["mask_source"]] == "annotated"]
+        examples = (source[i] for i in range(len(source)))
+        found += [e for e in examples if MASK_SOURCES[e["mask_source"]] == "annotated"]
     return sorted(found, key=lambda e: e["filename"].decode())
 
 

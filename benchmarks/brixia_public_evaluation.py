@@ -97,9 +97,25 @@ def bottleneck_of(args: argparse.Namespace, task: str, fold: str) -> str:
     return getattr(args, f"{task}_bottleneck")
 
 
+def image_facts(example: dict, index: int, task: str) -> dict:
+    """What the tables need of one image besides its rows: its file name and mask source, and
+    for severity cases the PCC of its lung mask (as a map) with its severity map."""
+    facts = {
+        "filename": example["filename"].decode(),
+        "mask_source": MASK_SOURCES[example["mask_source"]],
+    }
+    if task == "regression":
+        (case,) = evaluation.cases(example, index)
+        mask = jnp.asarray(case.lungs, jnp.float32)[None]
+        pcc = correlation.pearson(mask, jnp.asarray(case.severity)[None])[0]
+        facts["lung_mask_pcc"] = float(pcc)
+    return facts
+
+
 def rows_with_images(task: str, args: argparse.Namespace) -> list[dict]:
-    """Every fold's rows, each with its fold, file name and mask source; ``model`` is the
-    fold, so that pairing by case stays within one model's rows."""
+    """Every fold's rows, each with its fold and its image's facts (``image_facts``; each
+    image read once); ``model`` is the fold, so that pairing by case stays within one model's
+    rows."""
     cv = getattr(args, f"{task}_cv")
     errors = {}
     if task == "regression" and (cv / "out_of_fold.csv").exists():
@@ -110,35 +126,20 @@ def rows_with_images(task: str, args: argparse.Namespace) -> list[dict]:
     rows = []
     for fold in FOLDS:
         source = building.data_source("brixia_public", fold, config="128", data_dir=args.data_dir)
+        facts: dict[int, dict] = {}
         for row in read_rows(evaluate_fold(task, fold, cv, args)):
-            example = source[int(row["index"])]
-            rows.append(
-                row
-                | {
-                    "model": fold,
-                    "filename": example["filename"].decode(),
-                    "mask_source": MASK_SOURCES[example["mask_source"]],
-                }
-                | ({"abs_error": errors[example["filename"].decode()]} if errors else {})
-            )
+            index = int(row["index"])
+            if index not in facts:
+                facts[index] = image_facts(source[index], index, task)
+                if errors:
+                    facts[index]["abs_error"] = errors[facts[index]["filename"]]
+            rows.append(row | {"model": fold} | facts[index])
     return rows
 
 
 def fmt(stat: MeanInterval) -> str:
     mean, low, high, _ = stat
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
-
-
-def lung_mask_pcc(rows: list[dict], args: argparse.Namespace) -> list[float]:
-    """Each severity case's lung mask as a map, correlated with its severity map."""
-    found = []
-    for fold in FOLDS:
-        source = building.data_source("brixia_public", fold, config="128", data_dir=args.data_dir)
-        for index in sorted({int(r["index"]) for r in rows if r["model"] == fold}):
-            (case,) = evaluation.cases(source[index], index)
-            mask = jnp.asarray(case.lungs, jnp.float32)[None]
-            found.append(float(correlation.pearson(mask, jnp.asarray(case.severity)[None])[0]))
-    return found
 
 
 REMOVED_SHARES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
@@ -168,7 +169,7 @@ def removal_response(args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def severity_section(rows: list[dict], args: argparse.Namespace, figures: dict) -> str:
+def severity_section(rows: list[dict], figures: dict) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     metrics = ("pcc", "pcc_lungs", "iou", "mass_inside", "insertion_auc", "deletion_auc")
     lines = [
@@ -176,7 +177,8 @@ def severity_section(rows: list[dict], args: argparse.Namespace, figures: dict) 
         "share of the map on the scored zones | insertion AUC | deletion AUC |\n"
         "|---|---|---|---|---|---|---|---|\n"
     ]
-    lung_mask = mean_interval(lung_mask_pcc(rows, args))
+    per_image = {(r["model"], r["index"]): r["lung_mask_pcc"] for r in rows}
+    lung_mask = mean_interval(list(per_image.values()))
     figures["pcc/lung_mask"] = lung_mask
     lines.append(f"| lung mask | {lung_mask.n} | {fmt(lung_mask)} | (constant) | | | | |\n")
     for method in methods:
@@ -276,7 +278,7 @@ def main() -> None:
         text += (
             f"## Severity: Regression IBA and the baselines ({images} images out of fold; means "
             "with 95 % intervals)\n\n"
-            + severity_section(severity, args, figures)
+            + severity_section(severity, figures)
             + "\nThe regressor with random pixels removed (the random map's insertion and "
             "deletion):\n\n" + removal_response(args)
         )
