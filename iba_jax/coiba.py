@@ -35,8 +35,14 @@ from iba_jax.bottleneck import (
     standard_normal,
 )
 from iba_jax.diagnostics import warn_if_flat
-from iba_jax.inputs import check_images, check_layer_stack, layer_draws, prepare_targets
-from iba_jax.loop import AttributionAux, IBAConfig, Prior, optimise_alpha, static_config
+from iba_jax.inputs import (
+    check_images,
+    check_layer_stack,
+    check_stats_shape,
+    layer_draws,
+    prepare_targets,
+)
+from iba_jax.loop import AttributionAux, IBAConfig, Prior, optimise_alpha, prior_of, static_config
 from iba_jax.maps import to_bits_map
 from iba_jax.models.densenet import DenseNet, Variables
 from iba_jax.objectives import ModelLoss, objective, target_bce
@@ -115,15 +121,8 @@ def _coiba_compiled(
     )
     shapes = tuple(shape[1:] for shape in shapes)
     for layer, layer_stats, shape in zip(layers, stats, shapes, strict=True):
-        if tuple(layer_stats.mean.shape) != shape:
-            raise ValueError(
-                f"stats: expected statistics of the {layer!r} feature shape {shape}; "
-                f"got {tuple(layer_stats.mean.shape)}."
-            )
-    priors = tuple(
-        Prior(*(jnp.asarray(a, features.dtype) for a in (s.mean, s.std, s.active))) for s in stats
-    )
-    priors = tuple(p._replace(std=jnp.maximum(p.std, config.min_std)) for p in priors)
+        check_stats_shape(layer, layer_stats, shape)
+    priors = tuple(prior_of(s, config.min_std, features.dtype) for s in stats)
     one = functools.partial(
         _coiba_one,
         model,

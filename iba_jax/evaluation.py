@@ -99,17 +99,9 @@ METRICS = (
     "instances_marked",
     "seconds",
 )
-# The metrics reported with a confidence interval (write_report).
-INTERVAL_METRICS = (
-    "iou",
-    "pointing_game",
-    "mass_inside",
-    "insertion_auc",
-    "deletion_auc",
-    "pcc",
-    "pcc_lungs",
-    "instances_marked",
-)
+# The metrics reported with a confidence interval (write_report): all but Sensitivity-N's
+# correlations and the seconds.
+INTERVAL_METRICS = tuple(m for m in METRICS if m not in (*SENSITIVITY_COLUMNS, "seconds"))
 KEYS = ("model", "index", "target", "target_name", "method")
 COLUMNS = (*KEYS, *METRICS)  # of the results file, in order
 

@@ -124,9 +124,18 @@ InformationTerm = Callable[[jax.Array], jax.Array]
 
 
 class Prior(NamedTuple):
+    """The noise prior of one layer's bottleneck, as the loop uses it (``prior_of``)."""
+
     mean: jax.Array
     std: jax.Array
     active: jax.Array
+
+
+def prior_of(stats: FeatureStats, min_std: float, dtype: Any) -> Prior:
+    """The layer's feature statistics as its noise prior: σ floored at ``min_std``, in the
+    features' ``dtype``."""
+    prior = Prior(stats.mean, jnp.maximum(stats.std, min_std), stats.active)
+    return Prior(*(jnp.asarray(a, dtype) for a in prior))
 
 
 def optimise_alpha(
@@ -239,8 +248,7 @@ def _optimise_layer(
     tail = functools.partial(model.decode, variables, layer=layer)
     if clean_targets:  # the Deviation loss: targets are the clean image's outputs, computed once
         targets = jax.lax.stop_gradient(tail(features))
-    prior = Prior(stats.mean, jnp.maximum(stats.std, config.min_std), stats.active)
-    prior = Prior(*(jnp.asarray(a, features.dtype) for a in prior))
+    prior = prior_of(stats, config.min_std, features.dtype)
     one = functools.partial(
         _optimise_one,
         tail,

@@ -12,8 +12,10 @@ from train.config import TrainConfig
 from train.configs import brixia_regression
 
 
-def get_config(options: dict[str, str] | None = None) -> TrainConfig:
-    return brixia_regression.get_config(options).replace(
+def as_detectors(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the three detectors as its outputs: the detector labels, a sigmoid head,
+    BCE, and the validation mean AUC choosing the best model."""
+    return cfg.replace(
         target="detector_labels",
         label_names=DETECTOR_LABELS,
         head="sigmoid",
@@ -22,3 +24,7 @@ def get_config(options: dict[str, str] | None = None) -> TrainConfig:
         best_metric="mean_auc",
         best_mode="max",
     )
+
+
+def get_config(options: dict[str, str] | None = None) -> TrainConfig:
+    return as_detectors(brixia_regression.get_config(options))

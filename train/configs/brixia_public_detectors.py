@@ -9,18 +9,10 @@ Options, network and optimisation as ``brixia_public_reg``; only the target, the
 and the loss differ. The validation metric is the mean ROC AUC of the held-out fold.
 """
 
-from iba_jax.data.brixia import DETECTOR_LABELS
 from train.config import TrainConfig
 from train.configs import brixia_public_reg
+from train.configs.brixia_detectors import as_detectors
 
 
 def get_config(options: dict[str, str] | None = None) -> TrainConfig:
-    return brixia_public_reg.get_config(options).replace(
-        target="detector_labels",
-        label_names=DETECTOR_LABELS,
-        head="sigmoid",
-        task="multilabel",
-        loss="bce",
-        best_metric="mean_auc",
-        best_mode="max",
-    )
+    return as_detectors(brixia_public_reg.get_config(options))
