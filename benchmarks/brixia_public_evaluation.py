@@ -90,8 +90,12 @@ def bottleneck_of(args: argparse.Namespace, task: str, fold: str) -> str:
     """The IBA arguments of ``task`` on ``fold``: its ``--bottleneck-of``, else the task's."""
     for item in args.bottleneck_of:
         where, sep, value = item.partition("=")
-        if not sep or where.partition(":")[0] not in TASKS:
-            raise SystemExit(f"--bottleneck-of: expected TASK:FOLD=ARGS; got {item!r}.")
+        given_task, _, given_fold = where.partition(":")
+        if not sep or given_task not in TASKS or given_fold not in FOLDS:
+            raise SystemExit(
+                f"--bottleneck-of: expected TASK:FOLD=ARGS with TASK in {TASKS} and FOLD in "
+                f"{FOLDS}; got {item!r}."
+            )
         if where == f"{task}:{fold}":
             return value
     return getattr(args, f"{task}_bottleneck")
