@@ -13,7 +13,7 @@ from iba_jax.attribute import (
     multilayer_iba,
     regression_iba,
 )
-from iba_jax.bottleneck import mean_capacity
+from iba_jax.bottleneck import iba_bottleneck, inverse_bottleneck, mean_capacity
 from iba_jax.bundle import (
     CorruptBundleError,
     InputSpec,
@@ -29,6 +29,7 @@ from iba_jax.calibration import BetaPoint, beta_markdown, beta_sweep, recommende
 from iba_jax.coiba import coiba
 from iba_jax.diagnostics import FlatLambdaWarning, lambda_range
 from iba_jax.locality import LayerLocality, LocalityReport, layer_locality
+from iba_jax.loop import Trajectory, optimise_alpha, read_out
 from iba_jax.maps import binarize, resize_bilinear_mirror, to_bits_map
 from iba_jax.memory import MemoryEstimate, iba_memory
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps
@@ -47,6 +48,7 @@ from iba_jax.models.torch_import import (
     variables_from_state_dict,
 )
 from iba_jax.objectives import (
+    CleanPrediction,
     Negated,
     RegressionMaximisation,
     SquaredError,
@@ -64,6 +66,7 @@ __all__ = [
     "METHODS",
     "AttributionAux",
     "BetaPoint",
+    "CleanPrediction",
     "CorruptBundleError",
     "DenseNet",
     "DenseNetConfig",
@@ -83,6 +86,7 @@ __all__ = [
     "SquaredError",
     "StateDictMismatchError",
     "StatsOfAnotherModelError",
+    "Trajectory",
     "attribute",
     "attribution_maps",
     "beta_markdown",
@@ -97,7 +101,9 @@ __all__ = [
     "densenet_tiny",
     "estimate_feature_stats",
     "iba",
+    "iba_bottleneck",
     "iba_memory",
+    "inverse_bottleneck",
     "inverse_iba",
     "lambda_range",
     "layer_locality",
@@ -109,7 +115,9 @@ __all__ = [
     "local_mesh",
     "mean_capacity",
     "multilayer_iba",
+    "optimise_alpha",
     "pretrained_dir",
+    "read_out",
     "recommended_beta",
     "regression_iba",
     "resize_bilinear_mirror",

@@ -23,9 +23,10 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from iba_jax import checks, memory
-from iba_jax.bottleneck import mean_capacity
+from iba_jax.bottleneck import Bottleneck, iba_bottleneck, inverse_bottleneck, mean_capacity
 from iba_jax.diagnostics import warn_if_flat
 from iba_jax.inputs import (
     batch_targets,
@@ -43,16 +44,18 @@ from iba_jax.loop import (
     InformationTerm,
     compiled_attribution,
     optimise_alpha,
-    static_config,
+    read_out,
 )
 from iba_jax.maps import ThresholdRule, binarize
 from iba_jax.models.densenet import DenseNet, Variables, head_function
 from iba_jax.objectives import (
     DEFAULT_NEGATION_BOUND,
+    CleanPrediction,
     ModelLoss,
     Negated,
     RegressionMaximisation,
     SquaredError,
+    TargetTransform,
     target_bce,
 )
 from iba_jax.stats import FeatureStats
@@ -64,6 +67,7 @@ __all__ = [  # the loop's and the checks' names that callers import from here
     "check_layer_stack",
     "optimise_alpha",
     "prepare_targets",
+    "read_out",
 ]
 
 
@@ -103,32 +107,49 @@ def check_losses(layer: str, aux: AttributionAux) -> None:
         )
 
 
+def check_optimizer(optimizer: optax.GradientTransformation | None, config: IBAConfig) -> None:
+    """A given optimizer replaces Adam with ``config.learning_rate``: a learning rate set in
+    the config as well would be silently unused, so it is refused."""
+    if optimizer is None:
+        return
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(
+            f"optimizer: expected an optax.GradientTransformation; got {type(optimizer).__name__}."
+        )
+    if config.learning_rate != IBAConfig.learning_rate:
+        raise ValueError(
+            f"config.learning_rate: unused when an optimizer is given (set the rate in the "
+            f"optimizer); got {config.learning_rate}."
+        )
+
+
 def _run(
     model: DenseNet,
     variables: Variables,
     stats: Sequence[FeatureStats],
     images: jax.Array,
-    targets: jax.Array,
+    targets: Any,
     *,
     layers: tuple[str, ...],
     config: IBAConfig,
     model_loss: ModelLoss,
-    inverse: bool,
     keys: Sequence[jax.Array | None],
     noises: Sequence[jax.Array | None],
-    clean_targets: bool = False,
+    target_transform: TargetTransform | None = None,
+    bottleneck: Bottleneck = iba_bottleneck,
     information: InformationTerm = mean_capacity,
+    optimizer: optax.GradientTransformation | None = None,
 ) -> tuple[tuple[jax.Array, ...], tuple[AttributionAux, ...]]:
     checks.check_names("layer", layers, model.layer_names)
     check_images(model, images)
+    check_optimizer(optimizer, config)
     for layer_stats in stats:
         if not isinstance(layer_stats, FeatureStats):
             raise ValueError(
                 f"stats: expected FeatureStats (from estimate_feature_stats); "
                 f"got {type(layer_stats).__name__}."
             )
-    injected = {n is not None for n in noises}
-    if len(injected) != 1:
+    if len({n is not None for n in noises}) != 1:
         raise ValueError("noise: give injected noise for every layer or for none.")
     batch = images.shape[0]
     draws = tuple(layer_draws(k, n, batch, config.steps) for k, n in zip(keys, noises, strict=True))
@@ -136,20 +157,22 @@ def _run(
         compiled_attribution,
         variables,
         tuple(stats),
-        beta=jnp.float32(config.beta),
         model=model,
         layers=layers,
-        config=static_config(config),
         model_loss=model_loss,
+        target_transform=target_transform,
+        bottleneck=bottleneck,
         information=information,
-        inverse=inverse,
-        injected=injected.pop(),
-        clean_targets=clean_targets,
+        optimizer=optimizer,
     )
     if config.images_per_call == "auto":
         fitting = memory.images_per_call(model, layers, images.shape[1:3], config)
         config = dataclasses.replace(config, images_per_call=fitting)
-    maps, aux = call_in_chunks(compiled, (jnp.asarray(images), targets, draws), config)
+    maps, aux = call_in_chunks(
+        lambda *per_image: compiled(*per_image, config),
+        (jnp.asarray(images), targets, draws),
+        config,
+    )
     for layer, layer_maps, layer_aux in zip(layers, maps, aux, strict=True):
         check_losses(layer, layer_aux)
         if is_concrete(layer_maps) and not np.all(np.isfinite(np.asarray(layer_maps))):
@@ -173,27 +196,38 @@ def attribute(
     *,
     model_loss: ModelLoss,
     layer: str = "denseblock3",
-    inverse: bool = False,
+    bottleneck: Bottleneck = iba_bottleneck,
     information: InformationTerm = mean_capacity,
+    optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
 ) -> tuple[jax.Array, AttributionAux]:
-    """The general per-image bottleneck optimisation: any model loss, IBA or inverse bottleneck.
+    """The general per-image bottleneck optimisation, composed from its pieces.
+
+    Minimises mean_s model_loss(Φ(Z_s), target) + β · information(capacity) over α, with
+    Z = bottleneck(R, λ, ε), λ = smooth(sigmoid(α)) and ε drawn from the feature prior. Every
+    function argument is static in the compiled loop: a module-level function or an object
+    equal across calls (a frozen dataclass) reuses the compilation; a new lambda compiles anew.
 
     Args:
       model: the network.
       variables: its variables (not differentiated).
       stats: feature statistics of ``layer`` (see ``estimate_feature_stats``).
       images: model inputs ``(B, H, W, C)``, already normalised.
-      targets: one target per image, as ``model_loss`` expects (a scalar is broadcast).
+      targets: one target per image, as ``model_loss`` expects (a scalar is broadcast); or a
+        target transform, a function of the clean images' outputs ``(B, K) -> (B, ...)``
+        (``objectives.CleanPrediction`` for the Deviation loss).
       model_loss: ``(logits (S, K), target) -> (S,)`` per-sample losses (see ``objectives``).
       layer: where the bottleneck sits.
-      inverse: use the inverse bottleneck Z = λε + (1 − λ)R.
+      bottleneck: the form ``(R, λ, ε) -> Z``: ``bottleneck.iba_bottleneck`` (default),
+        ``bottleneck.inverse_bottleneck`` or a function of your own. The capacity is the KL of
+        the IBA form at λ either way (as the reference's Inverse IBA).
       information: the information term, a function of the capacity ``(h, w, c)`` (nats) to a
-        scalar (default ``bottleneck.mean_capacity``, IBA's); a module-level function or an
-        object equal across calls, so that a second call reuses the compiled loop.
-      config: optimisation settings.
+        scalar (default ``bottleneck.mean_capacity``, IBA's).
+      optimizer: an optax transformation of α's gradient (build it once and reuse it);
+        default Adam with ``config.learning_rate`` as torch computes it.
+      config: the method's settings.
       key: a PRNG key (split per image), or one key per image ``(B,)``.
       noise: instead of ``key``, standard-normal draws ``(B, steps, samples, h, w, c)``.
 
@@ -201,20 +235,24 @@ def attribute(
       ``(maps, aux)``: maps ``(B, H, W)`` in bits per pixel, and an :class:`AttributionAux`.
     """
     images = jnp.asarray(images)
-    targets = prepare_targets(model, images, targets, model_loss)
+    transform = targets if callable(targets) else None
+    if transform is None:
+        targets = prepare_targets(model, images, targets, model_loss)
     maps, aux = _run(
         model,
         variables,
         (stats,),
         images,
-        targets,
+        None if transform is not None else targets,
         layers=(layer,),
         config=config,
         model_loss=model_loss,
-        inverse=inverse,
         keys=(key,),
         noises=(noise,),
+        target_transform=transform,
+        bottleneck=bottleneck,
         information=information,
+        optimizer=optimizer,
     )
     return maps[0], aux[0]
 
@@ -229,6 +267,7 @@ def iba(
     layer: str = "denseblock3",
     model_loss: ModelLoss = target_bce,
     information: InformationTerm = mean_capacity,
+    optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
@@ -269,6 +308,7 @@ def iba(
         layer=layer,
         config=config,
         information=information,
+        optimizer=optimizer,
         key=key,
         noise=noise,
     )
@@ -285,6 +325,7 @@ def inverse_iba(
     model_loss: ModelLoss = target_bce,
     bound: float = DEFAULT_NEGATION_BOUND,
     information: InformationTerm = mean_capacity,
+    optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
@@ -319,9 +360,10 @@ def inverse_iba(
         targets,
         model_loss=Negated(model_loss, bound),
         layer=layer,
-        inverse=True,
+        bottleneck=inverse_bottleneck,
         config=config,
         information=information,
+        optimizer=optimizer,
         key=key,
         noise=noise,
     )
@@ -341,6 +383,7 @@ def regression_iba(
     output: int = 0,
     layer: str = "denseblock3",
     information: InformationTerm = mean_capacity,
+    optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
@@ -379,31 +422,29 @@ def regression_iba(
             raise ValueError("targets: the 'mse' loss needs a target score per image; got None.")
         targets = batch_targets(targets, batch, jnp.float32)
         check_finite("targets", targets)
-        model_loss: ModelLoss = SquaredError(output, link)
     elif targets is not None:
         raise ValueError(f"targets: the {loss!r} loss takes no targets; got {targets!r}.")
     elif loss == "rm":
         targets = jnp.zeros((batch,), jnp.float32)
-        model_loss = RegressionMaximisation(output, link)
     else:
-        targets = jnp.zeros((batch, model.config.num_classes), jnp.float32)  # replaced by Φ(X)
-        model_loss = SquaredError(output, link, target_is_logits=True)
-    maps, aux = _run(
+        targets = CleanPrediction(output, link)
+    model_loss = (
+        RegressionMaximisation(output, link) if loss == "rm" else SquaredError(output, link)
+    )
+    return attribute(
         model,
         variables,
-        (stats,),
-        jnp.asarray(images),
+        stats,
+        images,
         targets,
-        layers=(layer,),
-        config=config,
         model_loss=model_loss,
-        inverse=False,
-        keys=(key,),
-        noises=(noise,),
-        clean_targets=loss == "deviation",
+        layer=layer,
         information=information,
+        optimizer=optimizer,
+        config=config,
+        key=key,
+        noise=noise,
     )
-    return maps[0], aux[0]
 
 
 class MultiLayerResult(NamedTuple):
@@ -436,6 +477,8 @@ def multilayer_iba(
     rule: ThresholdRule = "l2",
     threshold: float | None = None,
     model_loss: ModelLoss = target_bce,
+    information: InformationTerm = mean_capacity,
+    optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
     key: jax.Array | None = None,
     noise: Mapping[str, jax.Array] | None = None,
@@ -488,9 +531,10 @@ def multilayer_iba(
         layers=layers,
         config=config,
         model_loss=model_loss,
-        inverse=False,
         keys=keys,
         noises=noises,
+        information=information,
+        optimizer=optimizer,
     )
     mask = jnp.ones(maps[0].shape, bool)
     for coarse in maps[1:]:

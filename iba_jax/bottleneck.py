@@ -25,9 +25,16 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+Bottleneck = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+"""A bottleneck form: (features R, damping λ, noise ε) -> Z, broadcasting over a leading samples
+axis. :func:`iba_bottleneck` and :func:`inverse_bottleneck` are the paper's; any function of
+the three can take their place (``attribute(..., bottleneck=...)``)."""
 
 # Largest float32 below 1: keeps log((1 - λ)²) finite when sigmoid(α) rounds to 1 (α ≳ 17).
 _LAMBDA_MAX = float(np.nextafter(np.float32(1), np.float32(0)))

@@ -23,9 +23,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from iba_jax.attribute import DEFAULT_MULTILAYER, call_in_chunks, check_losses
+from iba_jax.attribute import DEFAULT_MULTILAYER, call_in_chunks, check_losses, check_optimizer
 from iba_jax.bottleneck import (
+    Bottleneck,
     capacity,
     damping,
     iba_bottleneck,
@@ -42,7 +44,16 @@ from iba_jax.inputs import (
     layer_draws,
     prepare_targets,
 )
-from iba_jax.loop import AttributionAux, IBAConfig, Prior, optimise_alpha, prior_of, static_config
+from iba_jax.loop import (
+    AttributionAux,
+    IBAConfig,
+    InformationTerm,
+    Prior,
+    default_optimizer,
+    optimise_alpha,
+    prior_of,
+    read_out,
+)
 from iba_jax.maps import to_bits_map
 from iba_jax.models.densenet import DenseNet, Variables
 from iba_jax.objectives import ModelLoss, objective, target_bce
@@ -67,13 +78,15 @@ def _coiba_one(
     features: jax.Array,
     target: jax.Array,
     keys: jax.Array,
-    beta: jax.Array,
     priors: tuple[Prior, ...],
     *,
     layers: tuple[str, ...],
     shapes: tuple[tuple[int, ...], ...],
     config: IBAConfig,
     model_loss: ModelLoss,
+    bottleneck: Bottleneck,
+    information: InformationTerm,
+    optimizer: optax.GradientTransformation,
 ) -> tuple[jax.Array, AttributionAux]:
     first = priors[0]
     r = normalized_features(features, first.mean, first.std)
@@ -81,7 +94,7 @@ def _coiba_one(
     def loss_fn(alpha: jax.Array, key: jax.Array) -> tuple[jax.Array, tuple]:
         lam = damping(alpha, config.sigma)  # (h1, w1, 1): one value per location
         cap = capacity(r, lam) * first.active
-        information = mean_capacity(cap)
+        info = information(cap)
         h = features[None]
         for i, (layer, prior, key_i) in enumerate(
             zip(layers, priors, jax.random.split(key, len(layers)), strict=True)
@@ -91,28 +104,34 @@ def _coiba_one(
             lam_i = area_downsample(lam, shapes[i][:2]) if i else lam
             n = standard_normal(key_i, (config.samples, *shapes[i]))
             eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
-            h = iba_bottleneck(h, lam_i[None], eps) * prior.active[None]
+            h = bottleneck(h, lam_i[None], eps) * prior.active[None]
         logits = model.decode(variables, h, layers[-1])
-        total, model_term = objective(model_loss, logits, target, information, beta)
-        return total, (model_term, information, cap)
+        total, model_term = objective(model_loss, logits, target, info, config.beta)
+        return total, (model_term, info, cap)
 
     alpha0 = jnp.full((*features.shape[:2], 1), config.initial_alpha, features.dtype)
-    return optimise_alpha(loss_fn, alpha0, keys, r, first.active, config=config)
+    trajectory = optimise_alpha(loss_fn, alpha0, keys, optimizer=optimizer, unroll=config.unroll)
+    return read_out(trajectory, r, first.active, config=config)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "layers", "config", "model_loss"))
+_STATIC = ("model", "layers", "model_loss", "bottleneck", "information", "optimizer")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
 def _coiba_compiled(
     variables: Variables,
     stats: tuple[FeatureStats, ...],
     images: jax.Array,
     targets: jax.Array,
     keys: jax.Array,
+    config: IBAConfig,
     *,
-    beta: jax.Array,
     model: DenseNet,
     layers: tuple[str, ...],
-    config: IBAConfig,
     model_loss: ModelLoss,
+    bottleneck: Bottleneck,
+    information: InformationTerm,
+    optimizer: optax.GradientTransformation | None,
 ) -> tuple[jax.Array, AttributionAux]:
     features = model.encode(variables, images, layers[0])
     shapes = tuple(
@@ -131,8 +150,11 @@ def _coiba_compiled(
         shapes=shapes,
         config=config,
         model_loss=model_loss,
+        bottleneck=bottleneck,
+        information=information,
+        optimizer=optimizer if optimizer is not None else default_optimizer(config),
     )
-    cap, aux = jax.vmap(one, in_axes=(0, 0, 0, None, None))(features, targets, keys, beta, priors)
+    cap, aux = jax.vmap(one, in_axes=(0, 0, 0, None))(features, targets, keys, priors)
     return to_bits_map(cap, images.shape[1:3]), aux
 
 
@@ -145,6 +167,9 @@ def coiba(
     *,
     layers: Sequence[str] = DEFAULT_MULTILAYER,
     model_loss: ModelLoss = target_bce,
+    bottleneck: Bottleneck = iba_bottleneck,
+    information: InformationTerm = mean_capacity,
+    optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
     key: jax.Array | None = None,
 ) -> tuple[jax.Array, AttributionAux]:
@@ -155,6 +180,8 @@ def coiba(
       layers: the target layers, in network order; the map has the first one's resolution
         before resizing. Later layers' resolutions must divide the first one's.
       key: a PRNG key (split per image), or one key per image.
+      bottleneck, information, optimizer: as :func:`iba_jax.attribute.attribute`'s; the
+        information term is of the first layer's capacity.
       See :func:`iba_jax.attribute.iba` for the others. ``aux.alpha`` and ``aux.lam`` have one
       channel (the shared damping).
 
@@ -176,19 +203,25 @@ def coiba(
     """
     layers = check_layer_stack(model, layers, stats)
     check_images(model, images)
+    check_optimizer(optimizer, config)
     targets = prepare_targets(model, images, targets, model_loss)
     keys = layer_draws(key, None, np.shape(images)[0], config.steps)
     compiled = functools.partial(
         _coiba_compiled,
         variables,
         tuple(stats[layer] for layer in layers),
-        beta=jnp.float32(config.beta),
         model=model,
         layers=layers,
-        config=static_config(config),
         model_loss=model_loss,
+        bottleneck=bottleneck,
+        information=information,
+        optimizer=optimizer,
     )
-    maps, aux = call_in_chunks(compiled, (jnp.asarray(images), targets, keys), config)
+    maps, aux = call_in_chunks(
+        lambda *per_image: compiled(*per_image, config),
+        (jnp.asarray(images), targets, keys),
+        config,
+    )
     check_losses(layers[0], aux)
     if not np.all(np.isfinite(np.asarray(maps))):
         raise FloatingPointError("the CoIBA maps contain NaN or infinite values.")

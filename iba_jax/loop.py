@@ -1,10 +1,13 @@
 """The compiled per-image optimisation of α: the loop under every IBA method.
 
-Per-image bottleneck optimisation, compiled once and vmapped over images.
-
-``IBAConfig`` holds the settings, ``optimise_alpha`` is one image's Adam loop and readout,
-``compiled_attribution`` the whole program (encode, then per layer a ``vmap`` of the loop over
-images). The public functions of ``iba_jax.attribute`` check their inputs and call it.
+Per-image bottleneck optimisation, compiled once and vmapped over images, from public pieces:
+``IBAConfig`` holds the method's settings (a pytree whose one leaf is β, so a sweep over β
+compiles once), ``optimise_alpha`` runs any optax optimizer on any per-step loss of α (a
+``lax.scan``), ``read_out`` turns its :class:`Trajectory` into the capacity a map is made of,
+and ``compiled_attribution`` is the whole program (encode, then per layer a ``vmap`` over
+images of: loss from the bottleneck form, model loss and information term; optimise; read out).
+The public functions of ``iba_jax.attribute`` check their inputs and call it; ``iba_jax.coiba``
+builds another bottleneck from the same pieces.
 
 Defaults are the reference's: β = 10, 10 Adam steps with learning rate 1, 10 samples per step,
 α₀ = 5, smoothing σ = 1, min_std = 0.01, and the map read out from the capacity of the last
@@ -25,10 +28,10 @@ import optax
 
 from iba_jax import checks
 from iba_jax.bottleneck import (
+    Bottleneck,
     capacity,
     damping,
     iba_bottleneck,
-    inverse_bottleneck,
     mean_capacity,
     noise_from_standard_normal,
     normalized_features,
@@ -37,7 +40,7 @@ from iba_jax.bottleneck import (
 from iba_jax.inputs import check_stats_shape
 from iba_jax.maps import to_bits_map
 from iba_jax.models.densenet import DenseNet, Variables
-from iba_jax.objectives import ModelLoss, objective
+from iba_jax.objectives import ModelLoss, TargetTransform, objective
 from iba_jax.optim import adam
 from iba_jax.stats import FeatureStats
 
@@ -99,6 +102,26 @@ class IBAConfig:
             checks.check_positive_int("images_per_call", self.images_per_call)
 
 
+def _flatten_config(config: IBAConfig) -> tuple[tuple[Any], IBAConfig]:
+    # β is the only leaf (traced: a sweep over β compiles once), always float32 so that a Python
+    # float and a NumPy one give the same program; the rest is the static part, without the
+    # settings that act outside the compiled program.
+    beta = config.beta
+    beta = np.float32(beta) if isinstance(beta, (int, float, np.number)) else beta
+    return (beta,), dataclasses.replace(config, beta=0.0, images_per_call=None)
+
+
+def _unflatten_config(static: IBAConfig, leaves: tuple[Any]) -> IBAConfig:
+    config = object.__new__(IBAConfig)  # no __post_init__: β may be a tracer here
+    for field in dataclasses.fields(IBAConfig):
+        object.__setattr__(config, field.name, getattr(static, field.name))
+    object.__setattr__(config, "beta", leaves[0])
+    return config
+
+
+jax.tree_util.register_pytree_node(IBAConfig, _flatten_config, _unflatten_config)
+
+
 class AttributionAux(NamedTuple):
     """What the optimisation leaves besides the maps; leading axis: images.
 
@@ -138,70 +161,116 @@ def prior_of(stats: FeatureStats, min_std: float, dtype: Any) -> Prior:
     return Prior(*(jnp.asarray(a, dtype) for a in prior))
 
 
+class Trajectory(NamedTuple):
+    """One image's optimisation of α (:func:`optimise_alpha`).
+
+    Attributes:
+      alpha: α after the last update.
+      capacity: the capacity (nats) of the last λ the loss evaluated (that of α before the last
+        update), as the loss function returned it.
+      loss, model_loss, information_loss: the loss and its two terms at each step ``(steps,)``.
+    """
+
+    alpha: jax.Array
+    capacity: jax.Array
+    loss: jax.Array
+    model_loss: jax.Array
+    information_loss: jax.Array
+
+
+LossFunction = Callable[[jax.Array, jax.Array], tuple[jax.Array, tuple[Any, Any, jax.Array]]]
+"""``(alpha, draw) -> (total, (model term, information term, capacity))`` of one step."""
+
+
+def default_optimizer(config: IBAConfig) -> optax.GradientTransformation:
+    """Adam with ``config.learning_rate``, as torch computes it (``iba_jax.optim.adam``)."""
+    return adam(config.learning_rate)
+
+
 def optimise_alpha(
-    loss_fn: Any,
+    loss_fn: LossFunction,
     alpha0: jax.Array,
     draws: jax.Array,
-    r: jax.Array,
-    active: jax.Array,
     *,
-    config: IBAConfig,
-) -> tuple[jax.Array, AttributionAux]:
-    """Runs Adam on α over the steps (``lax.scan`` over ``draws``) and reads out the capacity.
+    optimizer: optax.GradientTransformation,
+    unroll: bool = True,
+) -> Trajectory:
+    """Minimises ``loss_fn`` over α, one ``optimizer`` step per entry of ``draws`` (a
+    ``lax.scan``).
 
     Args:
-      loss_fn: ``(alpha, draw) -> (total, (model term, information, capacity))`` of one step;
-        the capacity is that of the λ it evaluated.
+      loss_fn: the loss of one step, see :data:`LossFunction`; differentiated in α.
       alpha0: the initial α.
       draws: one entry per step (a PRNG key or injected noise), passed to ``loss_fn``.
-      r, active: normalised features and active mask, for the ``"final"`` readout.
-      config: steps, learning rate, smoothing, readout.
+      optimizer: any optax transformation of α's gradient.
+      unroll: unroll the scan when compiling (see :class:`IBAConfig`).
 
     Returns:
-      (capacity read out in nats, :class:`AttributionAux` of this image).
+      The :class:`Trajectory`; :func:`read_out` turns it into the map's capacity.
     """
-    optimiser = adam(config.learning_rate)
 
     def step(carry: tuple, draw: jax.Array) -> tuple[tuple, tuple]:
         alpha, opt_state, _ = carry
         (total, (model_term, information, cap)), grad = jax.value_and_grad(loss_fn, has_aux=True)(
             alpha, draw
         )
-        updates, opt_state = optimiser.update(grad, opt_state)
+        updates, opt_state = optimizer.update(grad, opt_state, alpha)
         alpha = optax.apply_updates(alpha, updates)
         return (alpha, opt_state, cap), (total, model_term, information)
 
-    init = (alpha0, optimiser.init(alpha0), jnp.zeros_like(r))
+    _, (_, _, cap_shape) = jax.eval_shape(loss_fn, alpha0, draws[0])
+    init = (alpha0, optimizer.init(alpha0), jnp.zeros(cap_shape.shape, cap_shape.dtype))
     (alpha, _, last_cap), (totals, model_terms, informations) = jax.lax.scan(
-        step, init, draws, unroll=config.unroll
+        step, init, draws, unroll=unroll
     )
-    lam = damping(alpha, config.sigma)
-    cap = last_cap if config.readout == "last" else capacity(r, lam) * active
-    # A map of an objective that was not finite at some step is not a map: NaN, never silent.
-    cap = jnp.where(jnp.all(jnp.isfinite(totals)), cap, jnp.nan)
+    return Trajectory(alpha, last_cap, totals, model_terms, informations)
+
+
+def read_out(
+    trajectory: Trajectory, r: jax.Array, active: jax.Array, *, config: IBAConfig
+) -> tuple[jax.Array, AttributionAux]:
+    """The capacity (nats) a map is made from, and the image's :class:`AttributionAux`.
+
+    ``config.readout``: ``"last"`` the capacity of the last evaluated λ (the reference),
+    ``"final"`` that of λ after the last update, from the normalised features ``r`` and the
+    ``active`` mask. A trajectory whose loss was not finite at some step gives NaN: never a
+    plausible-looking map of a broken objective.
+    """
+    lam = damping(trajectory.alpha, config.sigma)
+    cap = trajectory.capacity if config.readout == "last" else capacity(r, lam) * active
+    cap = jnp.where(jnp.all(jnp.isfinite(trajectory.loss)), cap, jnp.nan)
     aux = AttributionAux(
-        totals, model_terms, informations, alpha, lam, cap if config.return_capacity else None
+        trajectory.loss,
+        trajectory.model_loss,
+        trajectory.information_loss,
+        trajectory.alpha,
+        lam,
+        cap if config.return_capacity else None,
     )
     return cap, aux
+
+
+def is_injected(draws: jax.Array) -> bool:
+    """Whether ``draws`` are injected standard normals rather than PRNG keys."""
+    return not jnp.issubdtype(draws.dtype, jax.dtypes.prng_key)
 
 
 def _optimise_one(
     tail: Any,
     features: jax.Array,
-    target: jax.Array,
+    target: Any,
     draws: jax.Array,
-    beta: jax.Array,
     prior: Prior,
     *,
     config: IBAConfig,
     model_loss: ModelLoss,
+    bottleneck: Bottleneck,
     information: InformationTerm,
-    inverse: bool,
-    injected: bool,
+    optimizer: optax.GradientTransformation,
 ) -> tuple[jax.Array, AttributionAux]:
     """Optimises α for one image's ``features`` ``(h, w, c)``; returns (capacity, aux)."""
     r = normalized_features(features, prior.mean, prior.std)
-    bottleneck = inverse_bottleneck if inverse else iba_bottleneck
+    injected = is_injected(draws)
 
     def loss_fn(alpha: jax.Array, draw: jax.Array) -> tuple[jax.Array, tuple]:
         lam = damping(alpha, config.sigma)
@@ -211,11 +280,12 @@ def _optimise_one(
         # n is (samples, h, w, c); everything else gets an explicit leading samples axis.
         eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
         z = bottleneck(features[None], lam[None], eps) * prior.active[None]
-        total, model_term = objective(model_loss, tail(z), target, info, beta)
+        total, model_term = objective(model_loss, tail(z), target, info, config.beta)
         return total, (model_term, info, cap)
 
     alpha0 = jnp.full(features.shape, config.initial_alpha, features.dtype)
-    return optimise_alpha(loss_fn, alpha0, draws, r, prior.active, config=config)
+    trajectory = optimise_alpha(loss_fn, alpha0, draws, optimizer=optimizer, unroll=config.unroll)
+    return read_out(trajectory, r, prior.active, config=config)
 
 
 def _optimise_layer(
@@ -224,21 +294,21 @@ def _optimise_layer(
     layer: str,
     features: jax.Array,
     stats: FeatureStats,
-    targets: jax.Array,
+    targets: Any,
     draws: jax.Array,
-    beta: jax.Array,
     image_shape: tuple[int, int],
     *,
     config: IBAConfig,
     model_loss: ModelLoss,
+    target_transform: TargetTransform | None,
+    bottleneck: Bottleneck,
     information: InformationTerm,
-    inverse: bool,
-    injected: bool,
-    clean_targets: bool,
+    optimizer: optax.GradientTransformation | None,
 ) -> tuple[jax.Array, AttributionAux]:
     """Maps ``(B, H, W)`` and aux for a batch of features of ``layer``."""
     feature_shape = tuple(features.shape[1:])
     check_stats_shape(layer, stats, feature_shape)
+    injected = is_injected(draws)
     expected_draws = (config.steps, config.samples, *feature_shape) if injected else (config.steps,)
     if tuple(draws.shape[1:]) != expected_draws:
         raise ValueError(
@@ -246,31 +316,30 @@ def _optimise_layer(
             f"= {(features.shape[0], *expected_draws)}; got {tuple(draws.shape)}."
         )
     tail = functools.partial(model.decode, variables, layer=layer)
-    if clean_targets:  # the Deviation loss: targets are the clean image's outputs, computed once
-        targets = jax.lax.stop_gradient(tail(features))
+    if target_transform is not None:  # e.g. the Deviation loss's Φ(X), computed once
+        targets = target_transform(jax.lax.stop_gradient(tail(features)))
     prior = prior_of(stats, config.min_std, features.dtype)
     one = functools.partial(
         _optimise_one,
         tail,
         config=config,
         model_loss=model_loss,
+        bottleneck=bottleneck,
         information=information,
-        inverse=inverse,
-        injected=injected,
+        optimizer=optimizer if optimizer is not None else default_optimizer(config),
     )
-    cap, aux = jax.vmap(one, in_axes=(0, 0, 0, None, None))(features, targets, draws, beta, prior)
+    cap, aux = jax.vmap(one, in_axes=(0, 0, 0, None))(features, targets, draws, prior)
     return to_bits_map(cap, image_shape), aux
 
 
 _STATIC = (
     "model",
     "layers",
-    "config",
     "model_loss",
+    "target_transform",
+    "bottleneck",
     "information",
-    "inverse",
-    "injected",
-    "clean_targets",
+    "optimizer",
 )
 
 
@@ -279,19 +348,25 @@ def compiled_attribution(
     variables: Variables,
     stats: tuple[FeatureStats, ...],
     images: jax.Array,
-    targets: jax.Array,
+    targets: Any,
     draws: tuple[jax.Array, ...],
+    config: IBAConfig,
     *,
-    beta: jax.Array,
     model: DenseNet,
     layers: tuple[str, ...],
-    config: IBAConfig,
     model_loss: ModelLoss,
+    target_transform: TargetTransform | None = None,
+    bottleneck: Bottleneck = iba_bottleneck,
     information: InformationTerm = mean_capacity,
-    inverse: bool,
-    injected: bool,
-    clean_targets: bool,
+    optimizer: optax.GradientTransformation | None = None,
 ) -> tuple[tuple[jax.Array, ...], tuple[AttributionAux, ...]]:
+    """Encodes ``images`` once, then per layer optimises every image's bottleneck (``vmap``).
+
+    ``config`` is a pytree whose only leaf is β: a sweep over β reuses the compilation. The
+    static arguments (the model, layers and the pluggable functions) must be hashable and equal
+    across calls for a call to reuse the compiled program. ``targets`` are ignored (pass None)
+    when ``target_transform`` makes them from the clean outputs.
+    """
     features = model.encode(variables, images, layers)
     results = [
         _optimise_layer(
@@ -302,21 +377,14 @@ def compiled_attribution(
             layer_stats,
             targets,
             layer_draws,
-            beta,
             images.shape[1:3],
             config=config,
             model_loss=model_loss,
+            target_transform=target_transform,
+            bottleneck=bottleneck,
             information=information,
-            inverse=inverse,
-            injected=injected,
-            clean_targets=clean_targets,
+            optimizer=optimizer,
         )
         for layer, layer_stats, layer_draws in zip(layers, stats, draws, strict=True)
     ]
     return tuple(m for m, _ in results), tuple(a for _, a in results)
-
-
-def static_config(config: IBAConfig) -> IBAConfig:
-    """The part of ``config`` that the compiled function depends on: β is traced (so a sweep
-    over β does not recompile) and the chunking happens outside."""
-    return dataclasses.replace(config, beta=0.0, images_per_call=None)

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from iba_jax.loop import IBAConfig, compiled_attribution, static_config
+from iba_jax.loop import IBAConfig, compiled_attribution
 from iba_jax.models.densenet import DenseNet
 from iba_jax.objectives import target_bce
 from iba_jax.stats import FeatureStats
@@ -91,14 +91,10 @@ def _compiled_bytes(model, layers, image_size, config, images: int, device) -> i
         _images(model, images, image_size, sharding=sharding),
         shape((images,), jnp.int32, sharding=sharding),
         tuple(shape((images, config.steps), key, sharding=sharding) for _ in layers),
-        beta=shape((), jnp.float32),
+        config,
         model=model,
         layers=tuple(layers),
-        config=config,
         model_loss=target_bce,
-        inverse=False,
-        injected=False,
-        clean_targets=False,
     )
     analysis = lowered.compile().memory_analysis()
     return int(
@@ -110,7 +106,8 @@ def _compiled_bytes(model, layers, image_size, config, images: int, device) -> i
 
 
 @functools.lru_cache(maxsize=64)
-def _estimate(model, layers, image_size, config, device) -> MemoryEstimate:
+def _estimate(model, layers, image_size, program, device) -> MemoryEstimate:
+    config = jax.tree.unflatten(program, [0.0])  # the program depends on all but β
     one, two = (_compiled_bytes(model, layers, image_size, config, n, device) for n in (1, 2))
     return MemoryEstimate(fixed_bytes=max(0, 2 * one - two), bytes_per_image=two - one)
 
@@ -137,9 +134,9 @@ def iba_memory(
       A :class:`MemoryEstimate`; two compilations on first use, then cached.
     """
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
-    config = static_config(config or IBAConfig())  # β and chunking do not change the program
+    program = jax.tree.structure(config or IBAConfig())  # the settings but β and chunking
     device = device or jax.local_devices()[0]
-    return _estimate(model, layers, _image_shape(image_size), config, device)
+    return _estimate(model, layers, _image_shape(image_size), program, device)
 
 
 def device_memory_bytes(device: jax.Device | None = None) -> int:

@@ -9,7 +9,7 @@ samples. An **objective** adds the information term:
 Ready-made model losses: :func:`target_bce` (sigmoid BCE on the target class, the multi-label
 default), :func:`vector_bce` (BCE against a target vector over all classes, as the reference
 code), :func:`softmax_cross_entropy`, and the regression losses :class:`SquaredError` (MSE to a
-target; with the clean prediction as target it is the Deviation loss) and
+target; against the clean prediction, :class:`CleanPrediction`, it is the Deviation loss) and
 :class:`RegressionMaximisation` (RM). :class:`Negated` turns a loss into the bounded negative
 used by Inverse IBA. A new objective is a few lines, for example a weighted sum over two
 classes::
@@ -40,6 +40,10 @@ from iba_jax.models.densenet import head_function
 
 ModelLoss = Callable[[jax.Array, jax.Array], jax.Array]
 """(logits (S, K), target) -> per-sample losses (S,)."""
+
+TargetTransform = Callable[[jax.Array], jax.Array]
+"""The model's outputs on the clean images (logits (B, K)) -> one target per image (B, ...):
+targets made by the model itself (:class:`CleanPrediction` for the Deviation loss)."""
 
 DEFAULT_NEGATION_BOUND = 10.0
 _NO_HEAD = head_function("linear")  # the default link: the logits as they are
@@ -150,9 +154,9 @@ class Negated:
 class SquaredError:
     """(Φ(Z) − y)² with Φ = ``link(logits)[..., output]`` and y the target.
 
-    With y a label this is Regression IBA's MSE loss. With ``target_is_logits`` the target is the
-    model's logits on the clean image and y = Φ(X): the Deviation loss. ``link`` is the model's
-    head (ReLU for BrixIA regression), identity by default: pass
+    With y a label this is Regression IBA's MSE loss; with y = Φ(X), the prediction on the clean
+    image (targets from :class:`CleanPrediction`), it is the Deviation loss. ``link`` is the
+    model's head (ReLU for BrixIA regression), identity by default: pass
     ``models.head_function(model.config.head)``, not the bound method ``model.head_outputs``,
     which compares by the model object's identity and so compiles the loop anew for every new
     (if equal) model object.
@@ -160,12 +164,29 @@ class SquaredError:
 
     output: int = 0
     link: Callable[[jax.Array], jax.Array] = _NO_HEAD
-    target_is_logits: bool = False
 
     def __call__(self, logits: jax.Array, target: jax.Array) -> jax.Array:
         check_output_index("output", self.output, logits.shape[-1])
-        y = self.link(target)[..., self.output] if self.target_is_logits else target
-        return (self.link(logits)[..., self.output] - y) ** 2
+        return (self.link(logits)[..., self.output] - target) ** 2
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanPrediction:
+    """A target transform: each image's target is its clean prediction Φ(X) =
+    ``link(logits)[..., output]``, computed once before the optimisation (the Deviation loss is
+    ``SquaredError`` against it).
+
+    Example:
+      >>> CleanPrediction(1)(jnp.array([[0.5, 2.0], [1.0, -3.0]]))
+      Array([ 2., -3.], dtype=float32)
+    """
+
+    output: int = 0
+    link: Callable[[jax.Array], jax.Array] = _NO_HEAD
+
+    def __call__(self, logits: jax.Array) -> jax.Array:
+        check_output_index("output", self.output, logits.shape[-1])
+        return self.link(logits)[..., self.output]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import channels_last
 
@@ -16,10 +17,17 @@ from iba_jax.attribute import (
     multilayer_iba,
     regression_iba,
 )
-from iba_jax.bottleneck import capacity, mean_capacity
+from iba_jax.bottleneck import capacity, iba_bottleneck, mean_capacity
 from iba_jax.loop import compiled_attribution
 from iba_jax.maps import binarize
-from iba_jax.objectives import Negated, SquaredError, class_index_loss, target_bce
+from iba_jax.objectives import (
+    CleanPrediction,
+    Negated,
+    SquaredError,
+    class_index_loss,
+    target_bce,
+)
+from iba_jax.optim import adam
 from iba_jax.stats import FeatureStats, estimate_feature_stats
 
 # (fixture prefix, method); each run replays the reference's recorded noise.
@@ -572,3 +580,79 @@ def test_the_information_term_is_a_function_of_the_capacity(tiny_model, stats, i
         plain = method(net, variables, st3, images, config=at_beta, key=key, **given)[0]
         doubled = method(net, variables, st3, images, config=at_half, key=key, **given, **twice)[0]
         np.testing.assert_allclose(doubled, plain, rtol=1e-5, atol=1e-7, err_msg=method.__name__)
+
+
+def iba_rewritten(features, lam, eps):
+    return eps + lam * (features - eps)  # λR + (1 − λ)ε, written another way
+
+
+def signal_only(features, lam, eps):
+    del lam, eps
+    return features  # no bottleneck at all: Z = R whatever λ
+
+
+def test_the_bottleneck_form_is_pluggable(tiny_model, stats, images):
+    net, variables = tiny_model
+    st3, key = stats["denseblock3"], jax.random.key(14)
+    cfg = IBAConfig(steps=3, samples=2, unroll=False, beta=0.1)
+    run = lambda form, loss=target_bce, targets=1: attribute(
+        net, variables, st3, images, targets, model_loss=loss, bottleneck=form, config=cfg, key=key
+    )
+    default, _ = iba(net, variables, st3, images, 1, config=cfg, key=key)
+    np.testing.assert_allclose(run(iba_rewritten)[0], default, rtol=1e-4, atol=1e-7)
+    # The form is what the loop runs: with Z = R the model term is the clean loss at every step
+    # while the information term alone closes the bottleneck.
+    _, aux = run(signal_only)
+    clean_loss = target_bce(net.apply(variables, images), 1)
+    np.testing.assert_allclose(aux.model_loss, np.repeat(clean_loss[:, None], 3, 1), rtol=1e-5)
+    assert np.all(np.diff(aux.information_loss, axis=1) < 0)
+    # The Deviation loss's targets come from the clean outputs: against Z = R it is exactly 0.
+    deviation = SquaredError(1)
+    _, aux = run(signal_only, deviation, CleanPrediction(1))
+    np.testing.assert_allclose(aux.model_loss, 0.0, atol=1e-10)
+    _, aux = run(iba_bottleneck, deviation, CleanPrediction(1))
+    assert np.all(aux.model_loss[:, -1] > 0)  # with noise it is not
+
+
+def test_the_optimizer_is_pluggable(tiny_model, stats, images):
+    net, variables = tiny_model
+    st3, key = stats["denseblock3"], jax.random.key(15)
+    run = lambda optimizer, cfg=QUICK: iba(
+        net, variables, st3, images, 1, optimizer=optimizer, config=cfg, key=key
+    )
+    default, _ = run(None)
+    np.testing.assert_array_equal(run(adam(QUICK.learning_rate))[0], default)
+    frozen = optax.sgd(0.0)  # α never moves from α₀
+    _, still = run(frozen)
+    np.testing.assert_array_equal(still.alpha, QUICK.initial_alpha)
+    size = compiled_attribution._cache_size()
+    run(frozen)  # the same transformation object: the same program
+    assert compiled_attribution._cache_size() == size
+    momentum, _ = run(optax.sgd(100.0, momentum=0.9))
+    assert np.all(np.isfinite(momentum)) and not np.allclose(momentum, default, rtol=1e-3)
+    with pytest.raises(ValueError, match=r"config\.learning_rate: unused when an optimizer"):
+        run(frozen, dataclasses.replace(QUICK, learning_rate=0.5))
+    with pytest.raises(ValueError, match=r"optimizer: expected an optax\.GradientTransformation"):
+        run(adam)
+
+
+def test_multilayer_takes_the_information_term_and_optimizer(tiny_model, stats, images):
+    net, variables = tiny_model
+    key = jax.random.key(16)
+    run = lambda beta, **kw: multilayer_iba(
+        net,
+        variables,
+        stats,
+        images,
+        0,
+        config=IBAConfig(steps=3, samples=2, unroll=False, beta=beta),
+        key=key,
+        **kw,
+    )
+    plain = run(0.1)
+    doubled = run(0.05, information=twice_the_mean_capacity)
+    for layer, maps in plain.layer_maps.items():
+        np.testing.assert_allclose(doubled.layer_maps[layer], maps, rtol=1e-5, atol=1e-7)
+    frozen = run(0.1, optimizer=optax.sgd(0.0))
+    for aux in frozen.aux.values():
+        np.testing.assert_array_equal(aux.alpha, 5.0)

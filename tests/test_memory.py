@@ -6,7 +6,6 @@ import pytest
 
 from iba_jax import memory
 from iba_jax.attribute import IBAConfig, iba
-from iba_jax.loop import static_config
 from iba_jax.models import DenseNet, densenet_tiny
 from iba_jax.stats import estimate_feature_stats
 
@@ -17,9 +16,7 @@ QUICK = IBAConfig(steps=2, samples=2, unroll=False)
 def test_memory_is_linear_in_the_images():
     estimate = memory.iba_memory(NET, "denseblock3", 64, QUICK)
     assert estimate.bytes_per_image > 0 and estimate.fixed_bytes >= 0
-    three = memory._compiled_bytes(
-        NET, ("denseblock3",), (64, 64), static_config(QUICK), 3, jax.devices()[0]
-    )
+    three = memory._compiled_bytes(NET, ("denseblock3",), (64, 64), QUICK, 3, jax.devices()[0])
     assert estimate.bytes_for(3) == pytest.approx(three, rel=0.02)  # a third compilation
     assert memory.iba_memory(NET, "denseblock3", (64, 64), QUICK) is estimate  # cached
 

@@ -2,8 +2,10 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from iba_jax.objectives import (
+    CleanPrediction,
     Negated,
     RegressionMaximisation,
     SquaredError,
@@ -49,10 +51,11 @@ def test_regression_losses():
     relu = lambda x: jnp.maximum(x, 0)
     np.testing.assert_allclose(SquaredError(2)(LOGITS, 1.5), (LOGITS[:, 2] - 1.5) ** 2)
     np.testing.assert_allclose(SquaredError(0, relu)(LOGITS, 1.0), [0.25, 1.0])
-    clean = np.array([1.0, 2.0, 4.0], np.float32)
-    np.testing.assert_allclose(
-        SquaredError(2, target_is_logits=True)(LOGITS, clean), (LOGITS[:, 2] - 4.0) ** 2
-    )
+    clean = np.array([[1.0, 2.0, 4.0], [0.0, -1.0, -3.0]], np.float32)
+    np.testing.assert_array_equal(CleanPrediction(2)(clean), [4.0, -3.0])
+    np.testing.assert_array_equal(CleanPrediction(2, relu)(clean), [4.0, 0.0])
+    with pytest.raises(ValueError, match="output: expected an index in \\[0, 3\\)"):
+        CleanPrediction(3)(clean)
     np.testing.assert_allclose(RegressionMaximisation(2)(LOGITS, None), -(LOGITS[:, 2] ** 2))
 
 
