@@ -32,7 +32,7 @@ from iba_jax.data import building
 from iba_jax.data.brixia import DETECTOR_LABELS, detector_labels
 from iba_jax.data.brixia_public import FOLDS
 from iba_jax.data.preprocess import unit_range
-from iba_jax.models.densenet import predict
+from iba_jax.models import predict
 from iba_jax.records import write_rows
 
 CONFIGS = {

@@ -51,7 +51,7 @@ from iba_jax.data.brixia_public import FOLDS, MASK_SOURCES
 from iba_jax.data.preprocess import unit_range
 from iba_jax.metrics import correlation
 from iba_jax.metrics.intervals import MeanInterval, mean_interval
-from iba_jax.models.densenet import predict
+from iba_jax.models import predict
 from iba_jax.records import read_rows
 
 LAYERS = ("denseblock1", "denseblock2", "denseblock3")

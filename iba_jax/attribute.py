@@ -47,7 +47,7 @@ from iba_jax.loop import (
     read_out,
 )
 from iba_jax.maps import ThresholdRule, binarize
-from iba_jax.models.densenet import DenseNet, Variables, head_function
+from iba_jax.models.protocol import Model, Variables
 from iba_jax.objectives import (
     DEFAULT_NEGATION_BOUND,
     CleanPrediction,
@@ -124,7 +124,7 @@ def check_optimizer(optimizer: optax.GradientTransformation | None, config: IBAC
 
 
 def _run(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     stats: Sequence[FeatureStats],
     images: jax.Array,
@@ -188,7 +188,7 @@ def _run(
 
 
 def attribute(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     stats: FeatureStats,
     images: jax.Array,
@@ -258,7 +258,7 @@ def attribute(
 
 
 def iba(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     stats: FeatureStats,
     images: jax.Array,
@@ -315,7 +315,7 @@ def iba(
 
 
 def inverse_iba(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     stats: FeatureStats,
     images: jax.Array,
@@ -373,7 +373,7 @@ REGRESSION_LOSSES: tuple[str, ...] = ("mse", "rm", "deviation")
 
 
 def regression_iba(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     stats: FeatureStats,
     images: jax.Array,
@@ -411,12 +411,12 @@ def regression_iba(
       (2, 64, 64)
     """
     checks.check_choice("loss", loss, REGRESSION_LOSSES)
-    if not 0 <= output < model.config.num_classes:
+    if not 0 <= output < model.num_outputs:
         raise ValueError(
-            f"output: expected an output index in [0, {model.config.num_classes}); got {output}."
+            f"output: expected an output index in [0, {model.num_outputs}); got {output}."
         )
     batch = np.shape(images)[0]
-    link = head_function(model.config.head)  # equal across calls: no recompilation
+    link = model.link  # equal across calls: no recompilation
     if loss == "mse":
         if targets is None:
             raise ValueError("targets: the 'mse' loss needs a target score per image; got None.")
@@ -467,7 +467,7 @@ DEFAULT_MULTILAYER = ("denseblock1", "denseblock2", "denseblock3")
 
 
 def multilayer_iba(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     stats: Mapping[str, FeatureStats],
     images: jax.Array,

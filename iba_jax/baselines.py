@@ -22,13 +22,13 @@ import jax.numpy as jnp
 from iba_jax import checks
 from iba_jax.bottleneck import smooth
 from iba_jax.inputs import check_images, prepare_targets
-from iba_jax.models.densenet import DenseNet, Variables
+from iba_jax.models.protocol import Model, Variables
 from iba_jax.objectives import target_bce
 
 Baseline = Literal["zero", "blur"]
 
 
-def class_targets(model: DenseNet, images: Any, targets: Any) -> jax.Array:
+def class_targets(model: Model, images: Any, targets: Any) -> jax.Array:
     """The images checked, and one output index per image (checked against the outputs)."""
     check_images(model, images)
     return prepare_targets(model, images, targets, target_bce)
@@ -41,11 +41,11 @@ def summed_target_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames="model")
-def _input_gradients(model: DenseNet, variables: Variables, x: jax.Array, targets: jax.Array):
+def _input_gradients(model: Model, variables: Variables, x: jax.Array, targets: jax.Array):
     return jax.grad(lambda x: summed_target_logits(model.apply(variables, x), targets))(x)
 
 
-def gradients(model: DenseNet, variables: Variables, images: Any, targets: Any) -> jax.Array:
+def gradients(model: Model, variables: Variables, images: Any, targets: Any) -> jax.Array:
     """∂ logit[target] / ∂ image, ``(N, H, W, C)`` (Simonyan et al., 2014).
 
     Example:
@@ -85,7 +85,7 @@ def _integrated(model, variables, x, baseline, targets, steps):
 
 
 def integrated_gradients(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     images: Any,
     targets: Any,
@@ -139,7 +139,7 @@ def _grad_cam(model, variables, x, targets, layer):
 
 
 def grad_cam(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     images: Any,
     targets: Any,

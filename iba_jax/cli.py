@@ -37,7 +37,8 @@ from iba_jax.labels import LABEL_SETS, parse_label_names
 from iba_jax.locality import layer_locality, locality_markdown
 from iba_jax.methods import MethodSettings
 from iba_jax.metrics import correlation, localisation
-from iba_jax.models.densenet import ARCHITECTURES, HEADS, predict
+from iba_jax.models.densenet import ARCHITECTURES, HEADS
+from iba_jax.models.protocol import predict
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
 from iba_jax.pretrained import PRETRAINED, model_dir
 from iba_jax.records import read_rows, writable_folder, write_rows

@@ -55,7 +55,7 @@ from iba_jax.loop import (
     read_out,
 )
 from iba_jax.maps import to_bits_map
-from iba_jax.models.densenet import DenseNet, Variables
+from iba_jax.models.protocol import Model, Variables, require
 from iba_jax.objectives import ModelLoss, objective, target_bce
 from iba_jax.stats import FeatureStats
 
@@ -73,7 +73,7 @@ def area_downsample(lam: jax.Array, shape: tuple[int, int]) -> jax.Array:
 
 
 def _coiba_one(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     features: jax.Array,
     target: jax.Array,
@@ -126,7 +126,7 @@ def _coiba_compiled(
     keys: jax.Array,
     config: IBAConfig,
     *,
-    model: DenseNet,
+    model: Model,
     layers: tuple[str, ...],
     model_loss: ModelLoss,
     bottleneck: Bottleneck,
@@ -159,7 +159,7 @@ def _coiba_compiled(
 
 
 def coiba(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     stats: Mapping[str, FeatureStats],
     images: jax.Array,
@@ -202,6 +202,8 @@ def coiba(
       ((2, 64, 64), (2, 16, 16, 1))
     """
     layers = check_layer_stack(model, layers, stats)
+    if len(layers) > 1:
+        require(model, "run_between", "CoIBA at several layers")
     check_images(model, images)
     check_optimizer(optimizer, config)
     targets = prepare_targets(model, images, targets, model_loss)

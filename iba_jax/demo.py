@@ -103,7 +103,7 @@ def run_demo(
     stats = load_stats(pretrained_dir(MODEL), needed_layers(methods))
     cases = demo_cases(images, bundle.input_spec.image_size)
     x = bundle.input_spec.normalize(
-        unit_range(np.stack([c.pixels for c in cases]), model.config.in_channels)
+        unit_range(np.stack([c.pixels for c in cases]), model.in_channels)
     )
     targets = jnp.asarray([c.target for c in cases])
     truth = jnp.asarray(np.stack([c.truth for c in cases]))

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iba_jax import checks
-from iba_jax.models.densenet import DenseNet
+from iba_jax.models.protocol import Model, check_model
 from iba_jax.objectives import ModelLoss, check_output_index, takes_class_index
 from iba_jax.stats import FeatureStats
 
@@ -33,7 +33,7 @@ def check_stats_shape(layer: str, stats: FeatureStats, feature_shape: tuple[int,
 
 
 def check_layer_stack(
-    model: DenseNet, layers: Sequence[str], stats: Mapping[str, FeatureStats]
+    model: Model, layers: Sequence[str], stats: Mapping[str, FeatureStats]
 ) -> tuple[str, ...]:
     """Checks that ``layers`` are distinct, in network order, and all have statistics."""
     layers = tuple(layers)
@@ -87,27 +87,30 @@ def _check_class_targets(given: Any, targets: jax.Array, num_classes: int) -> No
     check_output_index("targets", targets, num_classes)
 
 
-def prepare_targets(model: DenseNet, images: Any, targets: Any, model_loss: ModelLoss) -> jax.Array:
+def prepare_targets(model: Model, images: Any, targets: Any, model_loss: ModelLoss) -> jax.Array:
     """One target per image; class indices are checked against the outputs for the losses
     that take them (``objectives.takes_class_index``: ``target_bce``, ``softmax_cross_entropy``,
     any marked with ``class_index_loss``). The images' shape is checked
     first, since it says how many targets there must be."""
+    check_model(model)
     checks.check_image_batch(
-        "images", images, channels=model.config.in_channels, min_size=model.config.min_image_size
+        "images", images, channels=model.in_channels, min_size=model.min_image_size
     )
     batch = np.shape(images)[0]
     if takes_class_index(model_loss):
         given = targets
         targets = batch_targets(targets, batch, jnp.int32)
-        _check_class_targets(given, targets, model.config.num_classes)
+        _check_class_targets(given, targets, model.num_outputs)
         return targets
     return batch_targets(targets, batch, jnp.asarray(targets).dtype)
 
 
-def check_images(model: DenseNet, images: Any) -> None:
-    """Images must be a finite channels-last batch the model accepts."""
+def check_images(model: Model, images: Any) -> None:
+    """The model must be a :class:`~iba_jax.models.Model`, the images a finite channels-last
+    batch it accepts."""
+    check_model(model)
     checks.check_image_batch(
-        "images", images, channels=model.config.in_channels, min_size=model.config.min_image_size
+        "images", images, channels=model.in_channels, min_size=model.min_image_size
     )
     check_finite("images", images)
 

@@ -30,7 +30,7 @@ import numpy as np
 from iba_jax import checks
 from iba_jax.bottleneck import noise_from_standard_normal, standard_normal
 from iba_jax.inputs import check_images, check_layer_stack, check_stats_shape, per_image_keys
-from iba_jax.models.densenet import DenseNet, Variables
+from iba_jax.models.protocol import Model, Variables
 from iba_jax.objectives import check_output_index
 from iba_jax.sharding import pad_images
 from iba_jax.stats import FeatureStats
@@ -42,7 +42,8 @@ class LayerLocality(NamedTuple):
     Attributes:
       layer: the layer's name.
       grid: its output's height and width.
-      receptive_field: the side, in input pixels, of what one cell sees (theoretical).
+      receptive_field: the side, in input pixels, of what one cell sees (theoretical); None
+        for a model that does not say (no ``receptive_field`` method).
       inside_share: mean fraction of the grid's cells under the regions.
       evidence: mean |clean output − output with every cell noised| over the images, in
         output units: the shares below are fractions of it, and mean little where it is small.
@@ -55,7 +56,7 @@ class LayerLocality(NamedTuple):
 
     layer: str
     grid: tuple[int, int]
-    receptive_field: int
+    receptive_field: int | None
     inside_share: float
     evidence: float
     removed_inside: float
@@ -88,7 +89,7 @@ def cells_under(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("model", "layer", "samples"))
 def _outputs_with_noised_cells(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     stats: FeatureStats,
     images: jax.Array,
@@ -141,7 +142,7 @@ def _removed_shares(outputs: np.ndarray) -> tuple[float, float, float]:
 
 
 def layer_locality(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     stats: Mapping[str, FeatureStats],
     images: Any,
@@ -215,7 +216,7 @@ def layer_locality(
     targets = np.broadcast_to(np.asarray(targets), (count,))
     if not np.issubdtype(targets.dtype, np.integer):
         raise ValueError(f"targets: expected output indices (integers); got {targets.dtype}.")
-    check_output_index("targets", targets, model.config.num_classes)
+    check_output_index("targets", targets, model.num_outputs)
     keys = per_image_keys(key, count)
     found = []
     for i, layer in enumerate(layers):
@@ -248,7 +249,9 @@ def layer_locality(
             LayerLocality(
                 layer=layer,
                 grid=grid,
-                receptive_field=model.config.receptive_field(layer),
+                receptive_field=(
+                    model.receptive_field(layer) if hasattr(model, "receptive_field") else None
+                ),
                 inside_share=float(inside.mean()),
                 evidence=evidence,
                 removed_inside=removed_inside,
@@ -269,7 +272,7 @@ def locality_markdown(report: LocalityReport) -> str:
     ]
     for r in report.layers:
         rows.append(
-            f"| {r.layer} | {r.grid[0]}x{r.grid[1]} | {r.receptive_field} | "
+            f"| {r.layer} | {r.grid[0]}x{r.grid[1]} | {r.receptive_field or '–'} | "
             f"{r.inside_share:.1%} | {r.evidence:.3g} | {r.removed_inside:.1%} | "
             f"{r.removed_outside:.1%} | {'yes' if r.local else 'no'} |"
         )

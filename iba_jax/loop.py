@@ -39,7 +39,7 @@ from iba_jax.bottleneck import (
 )
 from iba_jax.inputs import check_stats_shape
 from iba_jax.maps import to_bits_map
-from iba_jax.models.densenet import DenseNet, Variables
+from iba_jax.models.protocol import Model, Variables
 from iba_jax.objectives import ModelLoss, TargetTransform, objective
 from iba_jax.optim import adam
 from iba_jax.stats import FeatureStats
@@ -289,7 +289,7 @@ def _optimise_one(
 
 
 def _optimise_layer(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     layer: str,
     features: jax.Array,
@@ -352,7 +352,7 @@ def compiled_attribution(
     draws: tuple[jax.Array, ...],
     config: IBAConfig,
     *,
-    model: DenseNet,
+    model: Model,
     layers: tuple[str, ...],
     model_loss: ModelLoss,
     target_transform: TargetTransform | None = None,

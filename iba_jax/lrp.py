@@ -144,6 +144,11 @@ def lrp(
       >>> bool(jax.numpy.allclose(relevance.sum(axis=(1, 2, 3)), logits[:, [0, 2]].diagonal()))
       True
     """
+    if not isinstance(model, DenseNet):  # its rules know these layers only: never a silent map
+        raise ValueError(
+            f"model: LRP's rules cover the layers of this package's DenseNet; got "
+            f"{type(model).__name__}."
+        )
     checks.check_choice("rule", rule, RULES)
     epsilon = float(epsilon)
     if not epsilon >= 0:

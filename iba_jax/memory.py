@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from iba_jax.loop import IBAConfig, compiled_attribution
-from iba_jax.models.densenet import DenseNet
+from iba_jax.models.protocol import Model, require
 from iba_jax.objectives import target_bce
 from iba_jax.stats import FeatureStats
 
@@ -55,12 +55,12 @@ def _image_shape(image_size: ImageSize) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _images(model: DenseNet, count: int, image_size: ImageSize, **kw) -> jax.ShapeDtypeStruct:
-    shape = (count, *_image_shape(image_size), model.config.in_channels)
+def _images(model: Model, count: int, image_size: ImageSize, **kw) -> jax.ShapeDtypeStruct:
+    shape = (count, *_image_shape(image_size), model.in_channels)
     return jax.ShapeDtypeStruct(shape, jnp.float32, **kw)
 
 
-def _feature_shapes(model: DenseNet, layers: Sequence[str], image_size: ImageSize) -> dict:
+def _feature_shapes(model: Model, layers: Sequence[str], image_size: ImageSize) -> dict:
     return jax.eval_shape(
         lambda v, x: model.encode(v, x, tuple(layers)),
         model.abstract_variables(),
@@ -113,7 +113,7 @@ def _estimate(model, layers, image_size, program, device) -> MemoryEstimate:
 
 
 def iba_memory(
-    model: DenseNet,
+    model: Model,
     layers: str | Sequence[str],
     image_size: ImageSize,
     config: IBAConfig | None = None,
@@ -134,6 +134,7 @@ def iba_memory(
       A :class:`MemoryEstimate`; two compilations on first use, then cached.
     """
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    require(model, "abstract_variables", "the memory estimate (images_per_call='auto')")
     program = jax.tree.structure(config or IBAConfig())  # the settings but β and chunking
     device = device or jax.local_devices()[0]
     return _estimate(model, layers, _image_shape(image_size), program, device)
@@ -150,7 +151,7 @@ def device_memory_bytes(device: jax.Device | None = None) -> int:
 
 
 def images_per_call(
-    model: DenseNet,
+    model: Model,
     layers: str | Sequence[str],
     image_size: ImageSize,
     config: IBAConfig | None = None,

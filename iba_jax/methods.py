@@ -31,7 +31,7 @@ from iba_jax.attribute import (
     regression_iba,
 )
 from iba_jax.inputs import per_image_keys
-from iba_jax.models.densenet import DenseNet, Variables
+from iba_jax.models.protocol import Model, Variables
 from iba_jax.sharding import IMAGE_AXIS, check_mesh, pad_images
 from iba_jax.stats import FeatureStats
 
@@ -54,18 +54,19 @@ class MethodSettings:
 
     Attributes:
       iba: the IBA family's optimisation settings.
-      iba_layer: the bottleneck layer of the single-layer IBA methods (``BOTTLENECK_METHODS``);
-        multi-layer IBA always uses denseblock1-3.
+      iba_layer: the bottleneck layer of the single-layer IBA methods (``BOTTLENECK_METHODS``).
+      multilayer_layers: multi-layer IBA's layers, finest first (the paper's denseblock1-3).
       betas: ``(method, β)`` pairs that replace ``iba.beta`` for those methods, e.g.
         ``REFERENCE_BETAS`` (the reference code's Inverse IBA) or β calibrated per method and
         loss with ``beta_sweep``.
       ig_steps: Integrated Gradients' quadrature points (zero baseline).
-      grad_cam_layer: Grad-CAM's layer (norm5, as the paper's code).
+      grad_cam_layer: Grad-CAM's layer (norm5, as the paper's code; a ResNet's is layer4).
       lrp_rule: LRP's rule (``lrp.RULES``).
     """
 
     iba: IBAConfig = IBAConfig()
     iba_layer: str = IBA_LAYER
+    multilayer_layers: tuple[str, ...] = DEFAULT_MULTILAYER
     betas: tuple[tuple[str, float], ...] = ()
     ig_steps: int = 32
     grad_cam_layer: str = "norm5"
@@ -73,6 +74,11 @@ class MethodSettings:
 
     def __post_init__(self) -> None:
         checks.check_positive_int("ig_steps", self.ig_steps)
+        if isinstance(self.multilayer_layers, str) or len(self.multilayer_layers) < 2:
+            raise ValueError(
+                f"multilayer_layers: expected a tuple of at least two layers; got "
+                f"{self.multilayer_layers!r}."
+            )
         checks.check_choice("lrp_rule", self.lrp_rule, lrp.RULES)
         names = [pair[0] for pair in self.betas]
         for name in names:
@@ -105,7 +111,7 @@ def _bottleneck_layer(settings: MethodSettings) -> tuple[str, ...]:
 
 
 def _multilayers(settings: MethodSettings) -> tuple[str, ...]:
-    return DEFAULT_MULTILAYER
+    return settings.multilayer_layers
 
 
 def _no_layer(settings: MethodSettings) -> tuple[str, ...]:
@@ -125,8 +131,10 @@ def _inverse(model, variables, stats, x, targets, key, settings, labels):
 
 
 def _multilayer(model, variables, stats, x, targets, key, settings, labels):
-    config = settings.config_for("multilayer_iba")
-    return multilayer_iba(model, variables, stats, x, targets, config=config, key=key).map
+    config, layers = settings.config_for("multilayer_iba"), settings.multilayer_layers
+    return multilayer_iba(
+        model, variables, stats, x, targets, layers=layers, config=config, key=key
+    ).map
 
 
 def _regression(loss):
@@ -204,7 +212,7 @@ def needed_layers(
 
 def attribution_maps(
     name: str,
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     stats: Mapping[str, FeatureStats],
     images: jax.Array,

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from iba_jax.models.densenet import head_function
+from iba_jax.models.protocol import identity
 
 ModelLoss = Callable[[jax.Array, jax.Array], jax.Array]
 """(logits (S, K), target) -> per-sample losses (S,)."""
@@ -46,7 +46,6 @@ TargetTransform = Callable[[jax.Array], jax.Array]
 targets made by the model itself (:class:`CleanPrediction` for the Deviation loss)."""
 
 DEFAULT_NEGATION_BOUND = 10.0
-_NO_HEAD = head_function("linear")  # the default link: the logits as they are
 
 
 def check_output_index(name: str, index: object, outputs: int) -> None:
@@ -156,14 +155,13 @@ class SquaredError:
 
     With y a label this is Regression IBA's MSE loss; with y = Φ(X), the prediction on the clean
     image (targets from :class:`CleanPrediction`), it is the Deviation loss. ``link`` is the
-    model's head (ReLU for BrixIA regression), identity by default: pass
-    ``models.head_function(model.config.head)``, not the bound method ``model.head_outputs``,
-    which compares by the model object's identity and so compiles the loop anew for every new
-    (if equal) model object.
+    model's head (ReLU for BrixIA regression), identity by default: pass ``model.link``, a
+    module-level function, so that equal models give equal losses and the compiled loop is
+    reused.
     """
 
     output: int = 0
-    link: Callable[[jax.Array], jax.Array] = _NO_HEAD
+    link: Callable[[jax.Array], jax.Array] = identity
 
     def __call__(self, logits: jax.Array, target: jax.Array) -> jax.Array:
         check_output_index("output", self.output, logits.shape[-1])
@@ -182,7 +180,7 @@ class CleanPrediction:
     """
 
     output: int = 0
-    link: Callable[[jax.Array], jax.Array] = _NO_HEAD
+    link: Callable[[jax.Array], jax.Array] = identity
 
     def __call__(self, logits: jax.Array) -> jax.Array:
         check_output_index("output", self.output, logits.shape[-1])
@@ -194,7 +192,7 @@ class RegressionMaximisation:
     """RM: −Φ(Z)², minimised, so the score Φ = ``link(logits)[..., output]`` is maximised."""
 
     output: int = 0
-    link: Callable[[jax.Array], jax.Array] = _NO_HEAD
+    link: Callable[[jax.Array], jax.Array] = identity
 
     def __call__(self, logits: jax.Array, target: jax.Array) -> jax.Array:
         del target

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iba_jax import checks
-from iba_jax.models.densenet import DenseNet, Variables
+from iba_jax.models.protocol import Model, Variables
 
 
 class FeatureStats(NamedTuple):
@@ -59,7 +59,7 @@ def batch_moments(features: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _reduce_batch(
-    model: DenseNet, names: tuple[str, ...], variables: Variables, images: jax.Array
+    model: Model, names: tuple[str, ...], variables: Variables, images: jax.Array
 ) -> dict[str, tuple]:
     """One batch's moments for each layer in ``names``, from one forward pass (compiled once per
     model, layers and batch shape, across calls)."""
@@ -109,7 +109,7 @@ def _images_of(batch: Any) -> Any:
 
 
 def estimate_feature_stats(
-    model: DenseNet,
+    model: Model,
     variables: Variables,
     batches: Iterable[Any],
     layers: str | Sequence[str],

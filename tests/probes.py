@@ -1,11 +1,11 @@
 """A model of known locality for the locality and β tools' tests (no weights, no training)."""
 
 import dataclasses
-from types import SimpleNamespace
 
 import jax.numpy as jnp
 import numpy as np
 
+from iba_jax.models.protocol import identity
 from iba_jax.stats import FeatureStats
 
 CELL = 8  # pixels per cell side of the probe's 8 x 8 grid over 64 px images
@@ -20,12 +20,16 @@ class LocalAndGlobalProbe:
     """
 
     layer_names = ("cells", "pooled")
-    config = SimpleNamespace(
-        num_classes=1,
-        in_channels=1,
-        min_image_size=64,
-        receptive_field={"cells": CELL, "pooled": 64}.get,
-    )
+    num_outputs = 1
+    in_channels = 1
+    min_image_size = 64
+    link = staticmethod(identity)
+
+    def receptive_field(self, layer):
+        return {"cells": CELL, "pooled": 64}[layer]
+
+    def apply(self, variables, x):
+        return self.decode(variables, self.encode(variables, x, "cells"), "cells")
 
     def encode(self, variables, x, layer):
         if isinstance(layer, tuple):  # several cuts: a dict, as DenseNet.encode

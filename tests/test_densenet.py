@@ -175,11 +175,11 @@ def test_model_is_hashable_and_usable_as_static_argument(tiny_variables, images)
 
 def test_heads(tiny_variables, images):
     logits = TINY.apply(tiny_variables, images)
-    sigmoid = DenseNet(densenet_tiny(head="sigmoid")).head_outputs(logits)
-    relu = DenseNet(densenet_tiny(head="relu")).head_outputs(logits)
+    sigmoid = DenseNet(densenet_tiny(head="sigmoid")).link(logits)
+    relu = DenseNet(densenet_tiny(head="relu")).link(logits)
     np.testing.assert_allclose(sigmoid, 1 / (1 + np.exp(-np.asarray(logits))), rtol=1e-6)
     np.testing.assert_array_equal(relu, np.maximum(np.asarray(logits), 0))
-    np.testing.assert_array_equal(TINY.head_outputs(logits), logits)
+    np.testing.assert_array_equal(TINY.link(logits), logits)
 
 
 def test_train_mode_uses_batch_statistics_and_returns_new_ones(tiny_variables, images):
@@ -232,9 +232,9 @@ def test_run_between_chains_to_the_full_forward(tiny_variables, images):
         TINY.run_between(tiny_variables, h3, "denseblock3", "denseblock1")
 
 
-def test_predict_is_the_compiled_head_outputs(tiny_variables, images):
+def test_predict_is_the_compiled_link_of_the_logits(tiny_variables, images):
     net = DenseNet(densenet_tiny(head="sigmoid"))
-    expected = net.head_outputs(net.apply(tiny_variables, images))
+    expected = net.link(net.apply(tiny_variables, images))
     np.testing.assert_allclose(predict(net, tiny_variables, images), expected, rtol=1e-6)
     size = predict._cache_size()
     predict(net, tiny_variables, images + 1.0)

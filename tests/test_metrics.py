@@ -53,7 +53,7 @@ def test_insertion_deletion_on_a_model():
     score = faithfulness.target_score(net, variables, [0, 2])
     curves = faithfulness.insertion_deletion(score, images, maps, batch_size=16)
     assert curves.insertion.shape == curves.deletion.shape == (2, 51)
-    probabilities = net.head_outputs(net.apply(variables, images))
+    probabilities = net.link(net.apply(variables, images))
     np.testing.assert_allclose(curves.deletion[:, 0], probabilities[[0, 1], [0, 2]], rtol=1e-5)
     assert np.all((curves.insertion_auc >= 0) & (curves.insertion_auc <= 1))
 

@@ -11,7 +11,7 @@ from iba_jax.cli import main
 from iba_jax.data import phantoms
 from iba_jax.data.preprocess import to_uint8, unit_range
 from iba_jax.explain import model_image
-from iba_jax.models.densenet import predict
+from iba_jax.models import predict
 from iba_jax.pretrained import load_pretrained
 from iba_jax.records import read_rows
 

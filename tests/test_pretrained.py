@@ -33,7 +33,7 @@ def outputs_on_the_test_split(name, task):
     images = np.stack([to_uint8(p.image) for p in truth])[..., None] / np.float32(255)
     x = bundle.input_spec.normalize(images.astype(np.float32))
     net = bundle.model
-    outputs = jax.jit(lambda v, x: net.head_outputs(net.apply(v, x)))(bundle.variables, x)
+    outputs = jax.jit(lambda v, x: net.link(net.apply(v, x)))(bundle.variables, x)
     return np.asarray(outputs), truth
 
 

@@ -150,7 +150,7 @@ def loss_of_outputs(
     cfg: TrainConfig, model: DenseNet, logits: jax.Array, targets: jax.Array, pos_weight
 ) -> jax.Array:
     if cfg.loss == "mse":
-        return losses.mse(model.head_outputs(logits), targets)
+        return losses.mse(model.link(logits), targets)
     if cfg.loss == "weighted_bce":
         return losses.weighted_bce(logits, targets, pos_weight)
     return losses.bce(logits, targets)
@@ -243,7 +243,7 @@ def make_train_step(
 def make_predict(cfg: TrainConfig, model: DenseNet) -> Callable[[Any, jax.Array], jax.Array]:
     def predict(variables, images_u8):
         x = _normalized(cfg, model_inputs(cfg, images_u8))
-        return model.head_outputs(model.apply(variables, x))
+        return model.link(model.apply(variables, x))
 
     return predict
 

@@ -27,19 +27,19 @@ import numpy as np
 from iba_jax import checks
 from iba_jax.baselines import blurred
 from iba_jax.metrics.ordering import pixel_ranks
-from iba_jax.models.densenet import DenseNet, Variables, predict
+from iba_jax.models.protocol import Model, Variables, predict
 
 ScoreFn = Callable[[jax.Array, int], jax.Array]  # (copies of image i, i) -> scores
 
 
 @functools.partial(jax.jit, static_argnames="model")
-def _head_output_at(model: DenseNet, variables: Variables, images: jax.Array, target: jax.Array):
+def _head_output_at(model: Model, variables: Variables, images: jax.Array, target: jax.Array):
     outputs = predict(model, variables, images)
     return jnp.take_along_axis(outputs, target[:, None], axis=1)[:, 0]
 
 
 def target_score(
-    model: DenseNet, variables: Variables, targets: jax.Array | int | None = None
+    model: Model, variables: Variables, targets: jax.Array | int | None = None
 ) -> ScoreFn:
     """The model's score of each image: its head output (a probability for sigmoid heads) at
     the image's target class, or output 0 when ``targets`` is None (regression).

@@ -1,4 +1,4 @@
-"""Models: DenseNet as pure functions and the import of PyTorch DenseNet weights."""
+"""Models: the Model protocol, DenseNet as pure functions, and the import of PyTorch weights."""
 
 from iba_jax.models.densenet import (
     ARCHITECTURES,
@@ -10,13 +10,16 @@ from iba_jax.models.densenet import (
     densenet201,
     densenet_tiny,
     head_function,
-    predict,
 )
+from iba_jax.models.protocol import FunctionModel, Model, check_model, predict
 
 __all__ = [
     "ARCHITECTURES",
     "DenseNet",
     "DenseNetConfig",
+    "FunctionModel",
+    "Model",
+    "check_model",
     "densenet121",
     "densenet161",
     "densenet169",

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iba_jax import checks
+from iba_jax.models.protocol import identity
 
 Head = Literal["linear", "sigmoid", "relu"]
 HEADS: tuple[str, ...] = ("linear", "sigmoid", "relu")
@@ -71,7 +72,7 @@ class DenseNetConfig:
       head: what follows the classifier's Linear layer: ``"linear"`` nothing (torchvision),
         ``"sigmoid"`` a sigmoid (CheXNet, multi-label), ``"relu"`` a ReLU (BrixIA severity
         regression). The model always returns the Linear layer's output (the logits);
-        :meth:`DenseNet.head_outputs` applies the head.
+        :attr:`DenseNet.link` is the head as a function.
     """
 
     block_config: tuple[int, ...] = (6, 12, 24, 16)
@@ -206,18 +207,13 @@ ARCHITECTURES = {
 }
 
 
-def _linear(logits: jax.Array) -> jax.Array:
-    return logits
-
-
-_HEAD_FUNCTIONS = {"linear": _linear, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
+_HEAD_FUNCTIONS = {"linear": identity, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
 
 
 def head_function(head: Head) -> Callable[[jax.Array], jax.Array]:
     """What a head applies to the logits: identity, sigmoid or ReLU, as one module-level
     function per head. An objective that holds it (a static argument of the compiled loop) is
-    equal from call to call, so the program is reused; the bound method ``model.head_outputs``
-    would compare by the model object's identity, and every ``bundle.model`` is a new object."""
+    equal from call to call, so the program is reused (a model's ``link``)."""
     checks.check_choice("head", head, HEADS)
     return _HEAD_FUNCTIONS[head]
 
@@ -361,6 +357,27 @@ class DenseNet:
     def layer_names(self) -> tuple[str, ...]:
         return self.config.layer_names
 
+    @property
+    def num_outputs(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    @property
+    def min_image_size(self) -> int:
+        return self.config.min_image_size
+
+    @property
+    def link(self) -> Callable[[jax.Array], jax.Array]:
+        """The configured head as a module-level function (equal for equal models)."""
+        return head_function(self.config.head)
+
+    def receptive_field(self, layer: str) -> int:
+        """The side, in input pixels, of one ``layer`` cell's receptive field."""
+        return self.config.receptive_field(layer)
+
     def init(self, key: jax.Array, image_size: int = 224) -> Variables:
         """Fresh variables ``{"params", "batch_stats"}`` (torchvision's initialisation), made
         by one compiled program per config and image size (eagerly, each of the network's
@@ -434,10 +451,6 @@ class DenseNet:
             raise ValueError(f"stop: expected a layer after {start!r}; got {stop!r}.")
         return self._run(variables, h, start, (stop,))[stop]
 
-    def head_outputs(self, logits: jax.Array) -> jax.Array:
-        """Applies the configured head to logits: identity, sigmoid or ReLU."""
-        return head_function(self.config.head)(logits)
-
     def _run(
         self, variables: Variables, h: jax.Array, start: str | None, stops: tuple[str, ...]
     ) -> dict[str, jax.Array]:
@@ -494,15 +507,3 @@ def _constant_or_classifier(name: str, leaf: jax.ShapeDtypeStruct, key: jax.Arra
     if name.endswith(("/bias", "/mean")):
         return jnp.zeros(leaf.shape, leaf.dtype)
     raise AssertionError(f"no initialisation rule for the variable {name}")
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def predict(model: DenseNet, variables: Variables, images: jax.Array) -> jax.Array:
-    """The model's outputs (its head on the logits) for ``images``, as one program compiled
-    once per model and input shape: called eagerly, ``model.apply`` compiles each of the
-    forward pass's hundreds of operations on its own (about 0.04 s each on a CPU).
-
-    ``DenseNet.apply`` itself stays uncompiled, so that method interception (LRP's rules) sees
-    every call.
-    """
-    return model.head_outputs(model.apply(variables, images))
