@@ -3,7 +3,8 @@
 Layout::
 
     DIR/
-      bundle.json     format, DenseNet config, label names, input spec, sha256 of the content
+      bundle.json     format, model family (ResNet; absent: DenseNet) and config, label names,
+                      input spec, sha256 of the content
       variables/      Orbax checkpoint of {"params", "batch_stats"}
       stats/LAYER/    feature statistics of a layer for IBA: stats.json (+ sha256), arrays/
 
@@ -33,7 +34,8 @@ import orbax.checkpoint as ocp
 
 from iba_jax import checks
 from iba_jax.data.preprocess import NORMALIZATIONS, normalize
-from iba_jax.models.densenet import DenseNet, DenseNetConfig, Variables
+from iba_jax.models.families import Config, config_from_dict, family_of, model_for
+from iba_jax.models.staged import StagedNetwork, Variables
 from iba_jax.stats import FeatureStats
 
 FORMAT = "iba-jax-bundle"
@@ -83,9 +85,10 @@ class InputSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ModelBundle:
-    """A DenseNet's config and variables, with its label names and input spec."""
+    """A model's config (DenseNet or ResNet) and variables, with its label names and input
+    spec."""
 
-    config: DenseNetConfig
+    config: Config
     variables: Variables
     label_names: tuple[str, ...]
     input_spec: InputSpec = InputSpec()
@@ -103,14 +106,16 @@ class ModelBundle:
             )
 
     @property
-    def model(self) -> DenseNet:
-        return DenseNet(self.config)
+    def model(self) -> StagedNetwork:
+        return model_for(self.config)
 
 
 def _metadata(bundle: ModelBundle) -> dict[str, Any]:
+    family = family_of(bundle.config)  # recorded for all but DenseNets (older bundles have none)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        **({} if family == "densenet" else {"family": family}),
         "config": bundle.config.to_dict(),
         "label_names": list(bundle.label_names),
         "input_spec": {
@@ -213,7 +218,11 @@ def save_bundle(directory: str | Path, bundle: ModelBundle, *, overwrite: bool =
 def _bundle_abstract(metadata: dict[str, Any]) -> Variables:
     if metadata.get("format") != FORMAT:
         raise ValueError(f"format is {metadata.get('format')!r}, not {FORMAT!r}")
-    return DenseNet(DenseNetConfig.from_dict(metadata["config"])).abstract_variables()
+    return model_for(_config_of(metadata)).abstract_variables()
+
+
+def _config_of(metadata: dict[str, Any]) -> Config:
+    return config_from_dict(metadata["config"], metadata.get("family", "densenet"))
 
 
 def _require_bundle(directory: Path) -> None:
@@ -238,7 +247,7 @@ def load_bundle(directory: str | Path) -> ModelBundle:
     )
     spec = stored["input_spec"]
     return ModelBundle(
-        DenseNetConfig.from_dict(stored["config"]),
+        _config_of(stored),
         variables,
         tuple(stored["label_names"]),
         InputSpec(spec["image_size"], tuple(spec["mean"]), tuple(spec["std"])),

@@ -1,7 +1,7 @@
 """The ``iba-jax`` command.
 
 Subcommands:
-  convert     PyTorch DenseNet weights (.npz, .safetensors, .pt/.pth) -> model bundle directory
+  convert     PyTorch DenseNet or ResNet weights (.npz, .safetensors, .pt/.pth) -> model bundle
   explain     explain image files (PNG, JPEG, DICOM): maps, overlays and JSON records
   demo        phantom radiographs explained by every method, as an HTML report
   build-data  build a data set (NIH ChestX-ray14, BrixIA, cxr_phantoms) with TFDS
@@ -37,7 +37,8 @@ from iba_jax.labels import LABEL_SETS, parse_label_names
 from iba_jax.locality import layer_locality, locality_markdown
 from iba_jax.methods import MethodSettings
 from iba_jax.metrics import correlation, localisation
-from iba_jax.models.densenet import ARCHITECTURES, HEADS
+from iba_jax.models.densenet import HEADS
+from iba_jax.models.families import ARCHITECTURES
 from iba_jax.models.protocol import predict
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
 from iba_jax.pretrained import PRETRAINED, model_dir
@@ -643,11 +644,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert = _subcommand(
         sub,
         "convert",
-        "convert PyTorch DenseNet weights to a model bundle directory",
+        "convert PyTorch DenseNet or ResNet weights to a model bundle directory",
         "examples:\n"
         "  iba-jax convert densenet121-a639ec97.pth models/imagenet121\n"
         "  iba-jax convert chexnet.pth models/chexnet --head sigmoid --labels nih14\n"
-        "  iba-jax convert xrv-all.safetensors models/xrv --normalization xrv --labels @labels.txt",
+        "  iba-jax convert xrv-all.safetensors models/xrv --normalization xrv --labels xrv18\n"
+        "  iba-jax convert resnet50-11ad3fa6.pth models/imagenet-resnet50\n"
+        "  iba-jax convert xrv-resnet50.npz models/xrv-resnet50 --normalization xrv "
+        "--image-size 512 --head sigmoid --labels xrv18",
     )
     convert.add_argument("weights", help="a .npz, .safetensors or .pt/.pth state dict")
     convert.add_argument("out", help="the model bundle directory to write")

@@ -22,7 +22,29 @@ NIH14 = (
     "Hernia",
 )
 
-LABEL_SETS: dict[str, tuple[str, ...]] = {"nih14": NIH14}
+# torchxrayvision's 18 pathologies, in the order its "all" DenseNet and ResNet-50 output them.
+XRV18 = (
+    "Atelectasis",
+    "Consolidation",
+    "Infiltration",
+    "Pneumothorax",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Effusion",
+    "Pneumonia",
+    "Pleural_Thickening",
+    "Cardiomegaly",
+    "Nodule",
+    "Mass",
+    "Hernia",
+    "Lung Lesion",
+    "Fracture",
+    "Lung Opacity",
+    "Enlarged Cardiomediastinum",
+)
+
+LABEL_SETS: dict[str, tuple[str, ...]] = {"nih14": NIH14, "xrv18": XRV18}
 
 
 def parse_label_names(spec: str | None, num_classes: int) -> tuple[str, ...]:

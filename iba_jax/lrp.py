@@ -1,4 +1,4 @@
-"""Layer-wise Relevance Propagation (Bach et al., 2015) for the DenseNets of this package.
+"""Layer-wise Relevance Propagation (Bach et al., 2015) for the DenseNets and ResNets here.
 
 LRP redistributes the target logit, layer by layer, onto the layer's inputs. For a layer with
 inputs ``x``, outputs ``y`` and relevance ``R`` on the outputs, the two rules here are
@@ -9,9 +9,11 @@ inputs ``x``, outputs ``y`` and relevance ``R`` on the outputs, the two rules he
   positive contribution pass nothing on.
 
 How they are computed: write the relevance of every tensor ``t`` as ``R = t ⊙ G``. ReLUs, max
-pooling (winner takes all), average pooling, the global mean and concatenation pass ``G`` on
-as their ordinary gradient, which is exactly what LRP does there (the densely connected
-shortcuts therefore add up the relevance reaching a feature through every later layer). Each
+pooling (winner takes all), average pooling, the global mean, concatenation and addition pass
+``G`` on as their ordinary gradient, which is exactly what LRP does there (the densely connected
+shortcuts therefore add up the relevance reaching a feature through every later layer; a
+ResNet's residual addition y = a + b splits R_y into a ⊙ G and b ⊙ G, in proportion to the
+summands, which conserves it). Each
 Conv, Dense and BatchNorm layer (BatchNorm in inference mode is a per-channel affine map, a
 linear layer with a diagonal weight) is intercepted (``flax.linen.intercept_methods``) and
 returns ``z·sg(y/z) + sg(y − z·y/z)``, with ``sg`` the stop-gradient and ``z`` the rule's
@@ -23,7 +25,9 @@ model's code untouched.
 With no biases (and BatchNorm means at zero) and ε → 0, both rules conserve relevance: the
 input relevance sums to the logit (for α1β0 when every BatchNorm scale is positive, so that no
 relevance reaches an output without positive contributions). For a positive logit, α1β0
-relevance is non-negative everywhere.
+relevance is non-negative everywhere. In a ResNet only ε conserves: α1β0 stops the relevance of
+a BatchNorm's negative outputs, and there (before a residual addition) no ReLU has already
+stopped it.
 
 References:
   Bach et al. On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise
@@ -46,6 +50,7 @@ import jax.numpy as jnp
 from iba_jax import checks
 from iba_jax.baselines import class_targets, summed_target_logits
 from iba_jax.models.densenet import DenseNet, Variables
+from iba_jax.models.resnet import ResNet
 
 Rule = Literal["epsilon", "alpha1beta0"]
 RULES: tuple[str, ...] = ("epsilon", "alpha1beta0")
@@ -144,9 +149,9 @@ def lrp(
       >>> bool(jax.numpy.allclose(relevance.sum(axis=(1, 2, 3)), logits[:, [0, 2]].diagonal()))
       True
     """
-    if not isinstance(model, DenseNet):  # its rules know these layers only: never a silent map
+    if not isinstance(model, DenseNet | ResNet):  # its rules know these layers only
         raise ValueError(
-            f"model: LRP's rules cover the layers of this package's DenseNet; got "
+            f"model: LRP's rules cover the layers of this package's DenseNet and ResNet; got "
             f"{type(model).__name__}."
         )
     checks.check_choice("rule", rule, RULES)

@@ -78,7 +78,10 @@ def test_every_method_runs_on_the_user_model(user_model):
     key = jax.random.key(2)
     for name in METHODS:
         if name == "lrp":
-            with pytest.raises(ValueError, match="model: LRP's rules cover the layers"):
+            with pytest.raises(
+                ValueError,
+                match="model: LRP's rules cover the layers of this package's DenseNet and ResNet",
+            ):
                 attribution_maps(name, model, variables, stats, images, [0, 1], key=key)
             continue
         labels = [1.0, 2.0] if METHODS[name].needs_labels else None

@@ -1,4 +1,5 @@
-"""Models: the Model protocol, DenseNet as pure functions, and the import of PyTorch weights."""
+"""Models: the Model protocol, DenseNet and ResNet as pure functions, and the import of
+PyTorch weights."""
 
 from iba_jax.models.densenet import (
     ARCHITECTURES,
@@ -12,6 +13,16 @@ from iba_jax.models.densenet import (
     head_function,
 )
 from iba_jax.models.protocol import FunctionModel, Model, check_model, predict
+from iba_jax.models.resnet import (
+    ResNet,
+    ResNetConfig,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+    resnet_tiny,
+)
 
 __all__ = [
     "ARCHITECTURES",
@@ -19,6 +30,8 @@ __all__ = [
     "DenseNetConfig",
     "FunctionModel",
     "Model",
+    "ResNet",
+    "ResNetConfig",
     "check_model",
     "densenet121",
     "densenet161",
@@ -27,4 +40,10 @@ __all__ = [
     "densenet_tiny",
     "head_function",
     "predict",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnet_tiny",
 ]

@@ -35,24 +35,26 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from iba_jax import checks
-from iba_jax.models.protocol import identity
+from iba_jax.models.staged import (
+    HEADS,
+    Head,
+    StagedModule,
+    StagedNetwork,
+    TorchInit,
+    Variables,
+    batch_norm,
+    conv,
+    head_function,
+)
 
-Head = Literal["linear", "sigmoid", "relu"]
-HEADS: tuple[str, ...] = ("linear", "sigmoid", "relu")
-Variables = dict[str, Any]
-
-_CLASSIFIER = "classifier"
-
+__all__ = ["HEADS", "DenseNet", "DenseNetConfig", "Head", "Variables", "head_function"]
 
 # The stem's strided stages and their kernel sizes (both have stride 2).
 _STRIDED_STEM = {"conv0": 7, "pool0": 3}
@@ -207,45 +209,16 @@ ARCHITECTURES = {
 }
 
 
-_HEAD_FUNCTIONS = {"linear": identity, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
-
-
-def head_function(head: Head) -> Callable[[jax.Array], jax.Array]:
-    """What a head applies to the logits: identity, sigmoid or ReLU, as one module-level
-    function per head. An objective that holds it (a static argument of the compiled loop) is
-    equal from call to call, so the program is reused (a model's ``link``)."""
-    checks.check_choice("head", head, HEADS)
-    return _HEAD_FUNCTIONS[head]
-
-
-# --------------------------------------------------------------------------- linen modules
-
-
-def _batch_norm(name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(momentum=0.9, epsilon=1e-5, name=name)
-
-
-def _conv(features: int, kernel: int, name: str, *, stride: int = 1, pad: int = 0) -> nn.Conv:
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)),
-        use_bias=False,
-        name=name,
-    )
-
-
 class _DenseLayer(nn.Module):
     growth_rate: int
     bn_size: int
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        y = _batch_norm("norm1")(x, use_running_average=not train)
-        y = _conv(self.bn_size * self.growth_rate, 1, "conv1")(nn.relu(y))
-        y = _batch_norm("norm2")(y, use_running_average=not train)
-        y = _conv(self.growth_rate, 3, "conv2", pad=1)(nn.relu(y))
+        y = batch_norm("norm1")(x, use_running_average=not train)
+        y = conv(self.bn_size * self.growth_rate, 1, "conv1")(nn.relu(y))
+        y = batch_norm("norm2")(y, use_running_average=not train)
+        y = conv(self.growth_rate, 3, "conv2", pad=1)(nn.relu(y))
         return jnp.concatenate([x, y], axis=-1)
 
 
@@ -267,43 +240,21 @@ class _Transition(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = nn.relu(_batch_norm("norm")(x, use_running_average=not train))
-        conv = _conv(self.out_features, 1, "conv")
+        x = nn.relu(batch_norm("norm")(x, use_running_average=not train))
+        convolve = conv(self.out_features, 1, "conv")
         pool = lambda y: nn.avg_pool(y, (2, 2), strides=(2, 2))
-        return conv(pool(x)) if self.pool_before_conv else pool(conv(x))
+        return convolve(pool(x)) if self.pool_before_conv else pool(convolve(x))
 
 
-class _DenseNetModule(nn.Module):
-    """Runs the stages strictly after ``start`` up to the last name in ``stops``."""
+class _DenseNetModule(StagedModule):
+    pool_before_conv: bool = True
 
-    config: DenseNetConfig
-    pool_before_conv: bool
-
-    @nn.compact
-    def __call__(
-        self,
-        h: jax.Array,
-        *,
-        start: str | None,
-        stops: tuple[str, ...],
-        train: bool,
-    ) -> dict[str, jax.Array]:
-        order = (*self.config.layer_names, _CLASSIFIER)
-        first = 0 if start is None else order.index(start) + 1
-        last = max(order.index(name) for name in stops)
-        out = {}
-        for name in order[first : last + 1]:
-            h = self._stage(name, h, train)
-            if name in stops:
-                out[name] = h
-        return out
-
-    def _stage(self, name: str, h: jax.Array, train: bool) -> jax.Array:
+    def stage(self, name: str, h: jax.Array, train: bool) -> jax.Array:
         c = self.config
         if name == "conv0":
-            return _conv(c.num_init_features, 7, "conv0", stride=2, pad=3)(h)
+            return conv(c.num_init_features, 7, "conv0", stride=2, pad=3)(h)
         if name in ("norm0", "norm5"):
-            return _batch_norm(name)(h, use_running_average=not train)
+            return batch_norm(name)(h, use_running_average=not train)
         if name == "relu0":
             return nn.relu(h)
         if name == "pool0":
@@ -315,14 +266,14 @@ class _DenseNetModule(nn.Module):
             return _Transition(h.shape[-1] // 2, self.pool_before_conv, name=name)(h, train)
         # The classifier stage: torchvision's forward() applies ReLU and pooling before it.
         pooled = jnp.mean(nn.relu(h), axis=(1, 2))
-        return nn.Dense(c.num_classes, name=_CLASSIFIER)(pooled)
+        return nn.Dense(c.num_classes, name=self.classifier)(pooled)
 
 
 # --------------------------------------------------------------------------- pure API
 
 
 @dataclasses.dataclass(frozen=True)
-class DenseNet:
+class DenseNet(StagedNetwork):
     """A DenseNet as pure functions of an explicit variables tree.
 
     Example:
@@ -348,162 +299,8 @@ class DenseNet:
 
     config: DenseNetConfig
     pool_before_conv: bool = True
+    torch_init: ClassVar[TorchInit] = TorchInit(conv_fan="in", classifier_bias="zero")
 
     @property
-    def _module(self) -> _DenseNetModule:
+    def module(self) -> _DenseNetModule:
         return _DenseNetModule(self.config, self.pool_before_conv)
-
-    @property
-    def layer_names(self) -> tuple[str, ...]:
-        return self.config.layer_names
-
-    @property
-    def num_outputs(self) -> int:
-        return self.config.num_classes
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
-
-    @property
-    def min_image_size(self) -> int:
-        return self.config.min_image_size
-
-    @property
-    def link(self) -> Callable[[jax.Array], jax.Array]:
-        """The configured head as a module-level function (equal for equal models)."""
-        return head_function(self.config.head)
-
-    def receptive_field(self, layer: str) -> int:
-        """The side, in input pixels, of one ``layer`` cell's receptive field."""
-        return self.config.receptive_field(layer)
-
-    def init(self, key: jax.Array, image_size: int = 224) -> Variables:
-        """Fresh variables ``{"params", "batch_stats"}`` (torchvision's initialisation), made
-        by one compiled program per config and image size (eagerly, each of the network's
-        operations would compile on its own, which takes longer)."""
-        return _initial_variables(self, key, image_size)
-
-    def abstract_variables(self) -> Variables:
-        """The variables' tree of ``jax.ShapeDtypeStruct``, computed without allocating them."""
-        return jax.eval_shape(
-            lambda key: self.init(key, self.config.min_image_size), jax.random.key(0)
-        )
-
-    def apply(self, variables: Variables, x: jax.Array) -> jax.Array:
-        """Logits ``(N, num_classes)`` of images ``x`` ``(N, H, W, C)``, in inference mode."""
-        self._check_images(x)
-        return self._run(variables, x, None, (_CLASSIFIER,))[_CLASSIFIER]
-
-    def apply_train(
-        self, variables: Variables, x: jax.Array, frozen_until: str | None = None
-    ) -> tuple[jax.Array, Variables]:
-        """Logits in training mode (batch statistics) and the updated ``batch_stats``.
-
-        With ``frozen_until`` (a layer name), the stages up to and including it run in inference
-        mode without gradients, as a fixed feature extractor: their BatchNorm statistics are
-        neither used from the batch nor updated.
-        """
-        self._check_images(x)
-        if frozen_until is not None:
-            checks.check_choice("frozen_until", frozen_until, self.layer_names)
-            x = jax.lax.stop_gradient(self._run(variables, x, None, (frozen_until,))[frozen_until])
-        out, updates = self._module.apply(
-            variables,
-            x,
-            start=frozen_until,
-            stops=(_CLASSIFIER,),
-            train=True,
-            mutable=["batch_stats"],
-        )
-        return out[_CLASSIFIER], updates["batch_stats"]
-
-    def encode(
-        self, variables: Variables, x: jax.Array, layer: str | Sequence[str]
-    ) -> jax.Array | dict[str, jax.Array]:
-        """The output of ``layer`` for images ``x``; a dict ``{name: output}`` for several names.
-
-        Several layers come from one pass through the network, which stops at the deepest one.
-        """
-        self._check_images(x)
-        names = (layer,) if isinstance(layer, str) else tuple(layer)
-        checks.check_names("layer", names, self.layer_names)
-        out = self._run(variables, x, None, names)
-        return out[layer] if isinstance(layer, str) else out
-
-    def decode(self, variables: Variables, h: jax.Array, layer: str) -> jax.Array:
-        """Logits from ``h``, the output of ``layer``, by running the rest of the network."""
-        checks.check_choice("layer", layer, self.layer_names)
-        checks.check_rank("h", h, 4, "(N, h, w, channels) as returned by encode")
-        expected = self.config.channels(layer)
-        if h.shape[-1] != expected:
-            raise ValueError(
-                f"h: expected {expected} channels (last axis) for the output of {layer!r}; "
-                f"got shape {tuple(h.shape)}."
-            )
-        return self._run(variables, h, layer, (_CLASSIFIER,))[_CLASSIFIER]
-
-    def run_between(self, variables: Variables, h: jax.Array, start: str, stop: str) -> jax.Array:
-        """The output of ``stop`` from ``h``, the output of the earlier layer ``start``."""
-        checks.check_choice("start", start, self.layer_names)
-        checks.check_choice("stop", stop, self.layer_names)
-        if self.layer_names.index(stop) <= self.layer_names.index(start):
-            raise ValueError(f"stop: expected a layer after {start!r}; got {stop!r}.")
-        return self._run(variables, h, start, (stop,))[stop]
-
-    def _run(
-        self, variables: Variables, h: jax.Array, start: str | None, stops: tuple[str, ...]
-    ) -> dict[str, jax.Array]:
-        return self._module.apply(variables, h, start=start, stops=stops, train=False)
-
-    def _check_images(self, x: jax.Array) -> None:
-        checks.check_image_batch(
-            "x", x, channels=self.config.in_channels, min_size=self.config.min_image_size
-        )
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _initial_variables(model: DenseNet, key: jax.Array, image_size: int) -> Variables:
-    """torchvision's initialisation of a DenseNet, by variable path: convolutions
-    ``kaiming_normal_`` (normal, std √(2 / fan_in)), the classifier's weight PyTorch's Linear
-    default (uniform within ±1/√fan_in) and its bias 0, BatchNorm scale 1 and bias 0, running
-    mean 0 and variance 1.
-
-    All convolution kernels are slices of one normal draw: drawn per kernel (as Flax's
-    initialisers do), DenseNet-121's ~120 random fusions took 9 s to compile on a CPU.
-    """
-    x = jax.ShapeDtypeStruct((1, image_size, image_size, model.config.in_channels), jnp.float32)
-    init = functools.partial(model._module.init, start=None, stops=(_CLASSIFIER,), train=False)
-    leaves, tree = jax.tree_util.tree_flatten_with_path(jax.eval_shape(init, key, x))
-    named = [(_name(path), leaf) for path, leaf in leaves]
-    convolutions = [i for i, (name, leaf) in enumerate(named) if _is_conv_kernel(name, leaf)]
-    sizes = [named[i][1].size for i in convolutions]
-    conv_key, classifier_key = jax.random.split(key)
-    draws = jnp.split(jax.random.normal(conv_key, (sum(sizes),)), np.cumsum(sizes)[:-1])
-    values = [None] * len(named)
-    for i, draw in zip(convolutions, draws, strict=True):
-        shape = named[i][1].shape
-        values[i] = draw.reshape(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))
-    for i, (name, leaf) in enumerate(named):
-        if values[i] is None:
-            values[i] = _constant_or_classifier(name, leaf, classifier_key)
-    return dict(jax.tree.unflatten(tree, values))
-
-
-def _name(path: tuple) -> str:
-    return "/".join(str(getattr(entry, "key", entry)) for entry in path)
-
-
-def _is_conv_kernel(name: str, leaf: jax.ShapeDtypeStruct) -> bool:
-    return name.startswith("params/") and name.endswith("/kernel") and leaf.ndim == 4
-
-
-def _constant_or_classifier(name: str, leaf: jax.ShapeDtypeStruct, key: jax.Array) -> jax.Array:
-    if name == f"params/{_CLASSIFIER}/kernel":
-        bound = 1.0 / np.sqrt(leaf.shape[0])
-        return jax.random.uniform(key, leaf.shape, leaf.dtype, -bound, bound)
-    if name.endswith(("/scale", "/var")):
-        return jnp.ones(leaf.shape, leaf.dtype)
-    if name.endswith(("/bias", "/mean")):
-        return jnp.zeros(leaf.shape, leaf.dtype)
-    raise AssertionError(f"no initialisation rule for the variable {name}")

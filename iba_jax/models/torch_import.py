@@ -1,4 +1,5 @@
-"""PyTorch DenseNet state dicts (torchvision, torchxrayvision, CheXNet) to DenseNet variables.
+"""PyTorch state dicts of DenseNets and ResNets (torchvision, torchxrayvision, CheXNet) to
+variables of this package's ``DenseNet`` and ``ResNet``.
 
 Only tensors are read, never arbitrary pickled objects:
 
@@ -8,15 +9,19 @@ Only tensors are read, never arbitrary pickled objects:
   but tensors and plain containers. It needs torch (``pip install 'iba-jax[torch]'``); without
   it, export the tensors to ``.npz`` in your own torch environment (see the README).
 
-Accepted key spellings, all mapped to torchvision's:
+The family is recognised by its first convolution (``features.conv0.weight``: a DenseNet;
+``conv1.weight`` beside ``layer1.0.conv1.weight``: a ResNet). Accepted key spellings, all mapped
+to torchvision's:
 
-* any wrapper prefix in front of ``features.`` (``module.``, ``module.densenet121.``, ...);
+* any wrapper prefix (``module.``, ``module.densenet121.``, torchxrayvision's ``model.`` of its
+  ResNet, ...);
 * the old dense-layer names ``norm.1``, ``relu.1``, ``conv.1``, ``norm.2``, ``conv.2`` (CheXNet);
 * ``classifier.0.weight`` for a ``Sequential(Linear, Sigmoid/ReLU)`` head;
 * ``num_batches_tracked`` and torchxrayvision's ``op_threshs`` are ignored.
 
-The architecture (blocks, growth rate, bn_size, classes, input channels) is inferred from the
-shapes, or checked against a config the caller gives. A dict that does not match is refused with
+The architecture (DenseNet: blocks, growth rate, bn_size; ResNet: block type, blocks per stage,
+width; both: classes and input channels) is inferred from the shapes, or checked against a
+config the caller gives. A dict that does not match is refused with
 an error that lists every missing and unexpected key and every shape mismatch: nothing is ever
 loaded partially.
 """
@@ -33,11 +38,14 @@ import jax
 import numpy as np
 
 from iba_jax import checks
-from iba_jax.models.densenet import HEADS, DenseNet, DenseNetConfig, Variables
+from iba_jax.models.densenet import HEADS, DenseNetConfig, Variables
+from iba_jax.models.families import Config, family_of, model_for
+from iba_jax.models.resnet import ResNetConfig
 
 StateDict = dict[str, np.ndarray]
 
 _CONV0 = "features.conv0.weight"
+_RESNET_ANCHOR = "layer1.0.conv1.weight"
 _OLD_LAYER_NAME = re.compile(r"(denselayer\d+)\.(norm|relu|conv)\.([12])\.")
 _IGNORED_SUFFIXES = ("num_batches_tracked", "op_threshs")
 _FLAX_TO_TORCH_LEAF = {
@@ -51,7 +59,7 @@ _MAX_LISTED = 25
 
 
 class StateDictMismatchError(ValueError):
-    """A state dict that does not fit the DenseNet it is loaded into."""
+    """A state dict that does not fit the model it is loaded into."""
 
 
 def load_state_dict(path: str | Path) -> StateDict:
@@ -130,71 +138,110 @@ def _load_torch_file(path: Path) -> StateDict:
     return {k: v.detach().cpu().float().numpy() for k, v in obj.items() if torch.is_tensor(v)}
 
 
-def canonical_state_dict(state_dict: Mapping[str, Any]) -> StateDict:
-    """The state dict with torchvision's key names; ignored entries dropped.
+def _prefix_of(state_dict: Mapping[str, Any], anchor: str) -> list[str]:
+    return [k[: -len(anchor)] for k in state_dict if k.endswith(anchor)]
+
+
+def detect_family(state_dict: Mapping[str, Any]) -> str:
+    """``"densenet"`` or ``"resnet"``, from the keys of the first convolution.
 
     Raises:
-      StateDictMismatchError: if no ``features.conv0.weight`` (under any prefix) is present.
+      StateDictMismatchError: if neither is found once (under any prefix).
     """
-    conv0_keys = [k for k in state_dict if k.endswith(_CONV0)]
-    if len(conv0_keys) != 1:
-        raise StateDictMismatchError(
-            f"state_dict: expected exactly one key ending in {_CONV0!r} (a DenseNet's first "
-            f"convolution); found {conv0_keys or 'none'} among {len(state_dict)} keys."
-        )
-    prefix = conv0_keys[0][: -len(_CONV0)]
+    densenet = _prefix_of(state_dict, _CONV0)
+    resnet = [p for p in _prefix_of(state_dict, _RESNET_ANCHOR) if p + "conv1.weight" in state_dict]
+    if len(densenet) == 1 and not resnet:
+        return "densenet"
+    if len(resnet) == 1 and not densenet:
+        return "resnet"
+    raise StateDictMismatchError(
+        f"state_dict: expected one DenseNet ({_CONV0!r}) or one ResNet ({_RESNET_ANCHOR!r} beside "
+        f"'conv1.weight') under one prefix; found {len(densenet)} and {len(resnet)} among "
+        f"{len(state_dict)} keys."
+    )
+
+
+def canonical_state_dict(state_dict: Mapping[str, Any]) -> StateDict:
+    """The state dict with torchvision's key names (its family's); ignored entries dropped.
+
+    Raises:
+      StateDictMismatchError: if it is neither a DenseNet's nor a ResNet's.
+    """
+    family = detect_family(state_dict)
+    anchor = _CONV0 if family == "densenet" else _RESNET_ANCHOR
+    (prefix,) = _prefix_of(state_dict, anchor)
     out = {}
     for key, value in state_dict.items():
         if key.endswith(_IGNORED_SUFFIXES):
             continue
         if key.startswith(prefix):
             key = key[len(prefix) :]
-        key = _OLD_LAYER_NAME.sub(r"\1.\2\3.", key)
-        key = re.sub(r"^classifier\.0\.", "classifier.", key)
+        if family == "densenet":
+            key = _OLD_LAYER_NAME.sub(r"\1.\2\3.", key)
+            key = re.sub(r"^classifier\.0\.", "classifier.", key)
         out[key] = np.asarray(value)
     return out
 
 
-def infer_config(state_dict: Mapping[str, Any], *, head: str = "linear") -> DenseNetConfig:
-    """The DenseNet architecture that the tensor shapes of a (canonical) state dict describe."""
-    sd = canonical_state_dict(state_dict)
+def _shape_of(sd: StateDict, key: str) -> tuple[int, ...]:
+    if key not in sd:
+        raise StateDictMismatchError(
+            f"state_dict: cannot infer the architecture without {key!r}; "
+            f"keys start with {sorted(sd)[:5]}."
+        )
+    return tuple(sd[key].shape)
 
-    def shape(key: str) -> tuple[int, ...]:
-        if key not in sd:
-            raise StateDictMismatchError(
-                f"state_dict: cannot infer the architecture without {key!r}; "
-                f"keys start with {sorted(sd)[:5]}."
-            )
-        return tuple(sd[key].shape)
 
-    block_config = []
+def _counted(sd: StateDict, pattern: str) -> list[int]:
+    """Per stage 1, 2, ...: the largest index that ``pattern`` (with the stage number
+    formatted in, its index the first group) finds among the keys, until a stage has none."""
+    counts = []
     while True:
-        pattern = re.compile(rf"features\.denseblock{len(block_config) + 1}\.denselayer(\d+)\.")
-        layers = {int(m.group(1)) for k in sd if (m := pattern.match(k))}
-        if not layers:
-            break
-        block_config.append(max(layers))
+        found = re.compile(pattern.format(len(counts) + 1))
+        indices = {int(m.group(1)) for k in sd if (m := found.match(k))}
+        if not indices:
+            return counts
+        counts.append(max(indices))
+
+
+def infer_config(state_dict: Mapping[str, Any], *, head: str = "linear") -> Config:
+    """The architecture that the tensor shapes of a state dict describe (DenseNet or ResNet)."""
+    family = detect_family(state_dict)
+    sd = canonical_state_dict(state_dict)
+    if family == "resnet":
+        layers = [n + 1 for n in _counted(sd, r"layer{}\.(\d+)\.")]
+        conv1 = _shape_of(sd, "conv1.weight")
+        return ResNetConfig(
+            block="bottleneck" if "layer1.0.conv3.weight" in sd else "basic",
+            layers=tuple(layers),
+            width=conv1[0],
+            num_classes=_shape_of(sd, "fc.weight")[0],
+            in_channels=conv1[1],
+            head=head,
+        )
+    block_config = _counted(sd, r"features\.denseblock{}\.denselayer(\d+)\.")
     if not block_config:
         raise StateDictMismatchError("state_dict: no 'features.denseblock1.*' keys found.")
-    growth_rate = shape("features.denseblock1.denselayer1.conv2.weight")[0]
-    bottleneck = shape("features.denseblock1.denselayer1.conv1.weight")[0]
-    conv0 = shape(_CONV0)
+    growth_rate = _shape_of(sd, "features.denseblock1.denselayer1.conv2.weight")[0]
+    bottleneck = _shape_of(sd, "features.denseblock1.denselayer1.conv1.weight")[0]
+    conv0 = _shape_of(sd, _CONV0)
     return DenseNetConfig(
         block_config=tuple(block_config),
         growth_rate=growth_rate,
         num_init_features=conv0[0],
         bn_size=bottleneck // growth_rate,
-        num_classes=shape("classifier.weight")[0],
+        num_classes=_shape_of(sd, "classifier.weight")[0],
         in_channels=conv0[1],
         head=head,
     )
 
 
-def torch_key(path: tuple[str, ...]) -> str:
+def torch_key(path: tuple[str, ...], family: str = "densenet") -> str:
     """torchvision's state-dict key for a flax variable path such as
-    ``("params", "denseblock1", "denselayer1", "conv1", "kernel")``."""
+    ``("params", "denseblock1", "denselayer1", "conv1", "kernel")`` (a DenseNet's features sit
+    under ``features.``, its classifier and every ResNet key at the top)."""
     collection, *modules, leaf = path
-    prefix = "" if modules[0] == "classifier" else "features."
+    prefix = "features." if family == "densenet" and modules[0] != "classifier" else ""
     return prefix + ".".join(modules) + "." + _FLAX_TO_TORCH_LEAF[(collection, leaf)]
 
 
@@ -222,15 +269,16 @@ def _listing(title: str, items: list[str]) -> str:
 
 def variables_from_state_dict(
     state_dict: Mapping[str, Any],
-    config: DenseNetConfig | None = None,
+    config: Config | None = None,
     *,
     head: str = "linear",
-) -> tuple[Variables, DenseNetConfig]:
-    """Converts a PyTorch DenseNet state dict to ``(variables, config)``.
+) -> tuple[Variables, Config]:
+    """Converts a PyTorch DenseNet or ResNet state dict to ``(variables, config)``.
 
     Args:
       state_dict: torch names to arrays (numpy or anything ``np.asarray`` accepts).
-      config: the architecture to load into; inferred from the shapes when ``None``.
+      config: the architecture to load into (a ``DenseNetConfig`` or ``ResNetConfig``);
+        inferred from the shapes when ``None``.
       head: the head to record in an inferred config (ignored when ``config`` is given).
 
     Raises:
@@ -240,9 +288,18 @@ def variables_from_state_dict(
     sd = canonical_state_dict(state_dict)
     if config is None:
         config = infer_config(sd, head=head)
-    abstract = DenseNet(config).abstract_variables()
+    family = family_of(config)
+    found = detect_family(sd)
+    if found != family:
+        raise StateDictMismatchError(
+            f"state_dict: expected a {family}'s weights for {config}; got a {found}'s."
+        )
+    abstract = model_for(config).abstract_variables()
     expected = {
-        torch_key(tuple(k.key for k in path)): (path, _to_torch_layout(path[-1].key, leaf.shape))
+        torch_key(tuple(k.key for k in path), family): (
+            path,
+            _to_torch_layout(path[-1].key, leaf.shape),
+        )
         for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]
     }
     missing = sorted(set(expected) - set(sd))
@@ -281,7 +338,7 @@ def variables_from_state_dict(
         )
 
     def convert(path: tuple[Any, ...], _: Any) -> np.ndarray:
-        key = torch_key(tuple(k.key for k in path))
+        key = torch_key(tuple(k.key for k in path), family)
         return _from_torch_layout(path[-1].key, sd[key].astype(np.float32))
 
     variables = jax.tree_util.tree_map_with_path(convert, abstract)
