@@ -110,7 +110,14 @@ def _coiba_one(
         return total, (model_term, info, cap)
 
     alpha0 = jnp.full((*features.shape[:2], 1), config.initial_alpha, features.dtype)
-    trajectory = optimise_alpha(loss_fn, alpha0, keys, optimizer=optimizer, unroll=config.unroll)
+    trajectory = optimise_alpha(
+        loss_fn,
+        alpha0,
+        keys,
+        optimizer=optimizer,
+        unroll=config.unroll,
+        capacity_shape=features.shape,  # λ is shared by the channels, the capacity is not
+    )
     return read_out(trajectory, r, first.active, config=config)
 
 

@@ -194,6 +194,7 @@ def optimise_alpha(
     *,
     optimizer: optax.GradientTransformation,
     unroll: bool = True,
+    capacity_shape: tuple[int, ...] | None = None,
 ) -> Trajectory:
     """Minimises ``loss_fn`` over α, one ``optimizer`` step per entry of ``draws`` (a
     ``lax.scan``).
@@ -204,6 +205,7 @@ def optimise_alpha(
       draws: one entry per step (a PRNG key or injected noise), passed to ``loss_fn``.
       optimizer: any optax transformation of α's gradient.
       unroll: unroll the scan when compiling (see :class:`IBAConfig`).
+      capacity_shape: the shape of the capacity ``loss_fn`` returns; α's by default.
 
     Returns:
       The :class:`Trajectory`; :func:`read_out` turns it into the map's capacity.
@@ -218,8 +220,8 @@ def optimise_alpha(
         alpha = optax.apply_updates(alpha, updates)
         return (alpha, opt_state, cap), (total, model_term, information)
 
-    _, (_, _, cap_shape) = jax.eval_shape(loss_fn, alpha0, draws[0])
-    init = (alpha0, optimizer.init(alpha0), jnp.zeros(cap_shape.shape, cap_shape.dtype))
+    shape = alpha0.shape if capacity_shape is None else capacity_shape
+    init = (alpha0, optimizer.init(alpha0), jnp.zeros(shape, alpha0.dtype))
     (alpha, _, last_cap), (totals, model_terms, informations) = jax.lax.scan(
         step, init, draws, unroll=unroll
     )

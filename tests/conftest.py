@@ -1,5 +1,7 @@
 """Shared test setup: strict numerics and the torch reference fixtures in tests/data/."""
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -162,3 +164,23 @@ def reference_stats(iba_reference):
         active=channels_last(iba_reference["estimator/active"]),
         count=np.int32(iba_reference["estimator/n_samples"]),
     )
+
+
+@contextlib.contextmanager
+def counted_traces():
+    """Yields ``traces(name)``: how often JAX traced the jitted function ``name`` inside the
+    block, read from ``jax.log_compiles``' messages. For retrace checks of library functions
+    that take no user function to wrap with ``chex.assert_max_traces``; a check should also
+    see a trace it expects, so that a changed message cannot make it pass on nothing."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("jax._src.dispatch")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            yield lambda name: sum(
+                m.startswith(f"Finished tracing {name} for jit") for m in messages
+            )
+    finally:
+        logger.removeHandler(handler)

@@ -10,6 +10,7 @@ from conftest import channels_last
 from iba_jax.models import (
     DenseNet,
     DenseNetConfig,
+    FunctionModel,
     densenet121,
     densenet161,
     densenet169,
@@ -232,10 +233,23 @@ def test_run_between_chains_to_the_full_forward(tiny_variables, images):
         TINY.run_between(tiny_variables, h3, "denseblock3", "denseblock1")
 
 
+def sigmoid(logits):
+    return jax.nn.sigmoid(logits)
+
+
 def test_predict_is_the_compiled_link_of_the_logits(tiny_variables, images):
     net = DenseNet(densenet_tiny(head="sigmoid"))
     expected = net.link(net.apply(tiny_variables, images))
     np.testing.assert_allclose(predict(net, tiny_variables, images), expected, rtol=1e-6)
-    size = predict._cache_size()
-    predict(net, tiny_variables, images + 1.0)
-    assert predict._cache_size() == size  # one program per model and shape
+    # One program per model and shape: a link that fails when it is traced a second time.
+    counted = FunctionModel(
+        net.encode,
+        net.decode,
+        net.layer_names,
+        net.num_outputs,
+        net.in_channels,
+        net.min_image_size,
+        link=chex.assert_max_traces(sigmoid, n=1),
+    )
+    np.testing.assert_allclose(predict(counted, tiny_variables, images), expected, rtol=1e-6)
+    predict(counted, tiny_variables, images + 1.0)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import counted_traces
 from flax import traverse_util
 
 from iba_jax import baselines, lrp
@@ -122,9 +123,11 @@ def test_rules_on_one_dense_layer_match_their_formulas(rule):
 
 def test_jitted_once_per_shape_and_rule(variables, images):
     lrp.lrp(NET, variables, images, [0, 1])
-    before = lrp._relevance._cache_size()
-    lrp.lrp(NET, variables, images + 1, [2, 0])
-    assert lrp._relevance._cache_size() == before
+    with counted_traces() as traces:
+        lrp.lrp(NET, variables, images + 1, [2, 0])
+        assert traces("_relevance") == 0
+        lrp.lrp(NET, variables, images[:1], [2])  # a new shape: traced once
+        assert traces("_relevance") == 1
 
 
 def test_bad_arguments_are_named(variables, images):

@@ -7,11 +7,10 @@ import jax
 import numpy as np
 import PIL.Image
 import pytest
-from conftest import channels_last
+from conftest import channels_last, counted_traces
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iba_jax import stats as stats_module
 from iba_jax.bundle import (
     CorruptBundleError,
     ModelBundle,
@@ -167,7 +166,9 @@ def _resign(record, metadata):
 def test_a_second_estimate_of_the_same_shapes_does_not_recompile(tiny_model, est_inputs):
     net, variables = tiny_model
     first = estimate_feature_stats(net, variables, [est_inputs[:8]], "denseblock2")
-    size = stats_module._reduce_batch._cache_size()
-    again = estimate_feature_stats(net, variables, [est_inputs[8:16]], "denseblock2")
-    assert stats_module._reduce_batch._cache_size() == size
+    with counted_traces() as traces:
+        again = estimate_feature_stats(net, variables, [est_inputs[8:16]], "denseblock2")
+        assert traces("_reduce_batch") == 0
+        estimate_feature_stats(net, variables, [est_inputs[:4]], "denseblock2")  # new shape
+        assert traces("_reduce_batch") == 1
     assert not np.array_equal(first.mean, again.mean)
