@@ -32,6 +32,7 @@ browser:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy  # the library's types (pyproject.toml [tool.mypy])
 
 format: $(STAMP)
 	$(BIN)/ruff format .

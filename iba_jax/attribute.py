@@ -78,8 +78,8 @@ def call_in_chunks(compiled: Any, per_image: tuple[Any, ...], config: IBAConfig)
     """``compiled(*per_image)``, called on chunks of ``config.images_per_call`` images (every
     leaf of ``per_image`` has the images on axis 0) and concatenated; at once when None."""
     batch = jax.tree.leaves(per_image)[0].shape[0]
-    size = config.images_per_call
-    if size is None or batch <= size:
+    size = config.images_per_call  # "auto" is resolved before (attribute._run)
+    if not isinstance(size, int) or batch <= size:
         return compiled(*per_image)
     parts = [
         compiled(*jax.tree.map(lambda a, i=i: a[i : i + size], per_image))
@@ -517,7 +517,7 @@ def multilayer_iba(
     layers = check_layer_stack(model, layers, stats)
     targets = prepare_targets(model, images, targets, model_loss)
     if noise is not None:
-        noises = tuple(noise[layer] for layer in layers)
+        noises: tuple[jax.Array | None, ...] = tuple(noise[layer] for layer in layers)
         keys: tuple[jax.Array | None, ...] = (None,) * len(layers)
     else:
         noises = (None,) * len(layers)

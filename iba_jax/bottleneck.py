@@ -25,6 +25,8 @@ References:
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 
 import jax
@@ -85,10 +87,11 @@ def smooth(lam: jax.Array, sigma: float, *, name: str = "lam") -> jax.Array:
         pad[lam.ndim + axis] = (half, half)
         padded = jnp.pad(lam, pad, mode="reflect")
         size = lam.shape[axis]
-        lam = sum(
+        terms = [
             float(t) * jax.lax.slice_in_dim(padded, k, k + size, axis=lam.ndim + axis)
             for k, t in enumerate(taps)
-        )
+        ]
+        lam = functools.reduce(operator.add, terms)
     return lam
 
 

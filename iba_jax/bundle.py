@@ -303,7 +303,7 @@ def _stats_abstract(metadata: dict[str, Any]) -> dict[str, jax.ShapeDtypeStruct]
     }
 
 
-def stats_layers(directory: str | Path) -> tuple[str, ...]:
+def stats_layers(directory: str | os.PathLike[str]) -> tuple[str, ...]:
     """The layers whose feature statistics are stored in the bundle at ``directory``."""
     root = Path(directory) / "stats"
     if not root.is_dir():
@@ -312,7 +312,7 @@ def stats_layers(directory: str | Path) -> tuple[str, ...]:
 
 
 def load_feature_stats(
-    directory: str | Path, layer: str, *, allow_other_model: bool = False
+    directory: str | os.PathLike[str], layer: str, *, allow_other_model: bool = False
 ) -> FeatureStats:
     """The feature statistics of ``layer`` stored in the bundle at ``directory``.
 
@@ -335,11 +335,11 @@ def load_feature_stats(
             f"layer: no feature statistics for {layer!r} in {str(directory)!r} (stored: "
             f"{stored}); estimate them with estimate_feature_stats and save_feature_stats."
         )
-    stored, tree = load_checked(
+    record, tree = load_checked(
         directory / "stats" / layer, _STATS_JSON, "arrays", _stats_abstract, "statistics"
     )
     model = recorded_checksum(directory)
-    recorded = stored.get("model_sha256")
+    recorded = record.get("model_sha256")
     if recorded is None:
         warnings.warn(
             f"{directory}: the {layer!r} statistics record no model checksum (written by an "

@@ -162,8 +162,9 @@ def recommended_beta(points: Sequence[BetaPoint], *, min_spread: float = 0.3) ->
     if not 0 < min_spread < 1:
         raise ValueError(f"min_spread: expected a number in (0, 1); got {min_spread!r}.")
     kept = [p for p in points if p.flat_images == 0]
-    if kept and all(p.score is not None for p in kept):
-        finite = [p for p in kept if np.isfinite(p.score)]
-        return max(finite, key=lambda p: p.score).beta if finite else None
+    scored = [(p.score, p.beta) for p in kept if p.score is not None]
+    if kept and len(scored) == len(kept):
+        finite = [(score, beta) for score, beta in scored if np.isfinite(score)]
+        return max(finite, key=lambda pair: pair[0])[1] if finite else None
     spread = [p.beta for p in kept if p.lam_spread >= min_spread]
     return max(spread) if spread else None

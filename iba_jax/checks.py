@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 
 def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
@@ -29,7 +30,7 @@ def check_positive_int(name: str, value: object) -> None:
 
 def check_image_batch(
     name: str,
-    x: object,
+    x: ArrayLike,
     *,
     channels: int,
     min_size: int,
@@ -67,7 +68,7 @@ def check_image_batch(
         )
 
 
-def check_rank(name: str, x: object, rank: int, layout: str) -> None:
+def check_rank(name: str, x: ArrayLike, rank: int, layout: str) -> None:
     """Raises unless ``x`` has ``rank`` axes, laid out as described by ``layout``."""
     shape = tuple(np.shape(x))
     if len(shape) != rank:

@@ -21,9 +21,10 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -44,7 +45,7 @@ from iba_jax.models.torch_import import infer_config, load_state_dict, variables
 from iba_jax.pretrained import PRETRAINED, model_dir
 from iba_jax.records import read_rows, writable_folder, write_rows
 from iba_jax.segmentation import load_segmenter, segment_lungs
-from iba_jax.stats import estimate_feature_stats
+from iba_jax.stats import FeatureStats, estimate_feature_stats
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -152,7 +153,7 @@ def _estimate(args: argparse.Namespace) -> None:
         bundle.model, bundle.variables, tqdm(batches, desc="estimate"), layers, max_samples=count
     )
     description = f"{args.dataset}/{args.config} split {args.split}, first {count} images"
-    for layer, layer_stats in stats.items():
+    for layer, layer_stats in cast(dict[str, FeatureStats], stats).items():
         save_feature_stats(args.model, layer, layer_stats, description=description)
     print(
         f"estimated {', '.join(layers)} over {count} images in {time.perf_counter() - start:.1f} s"
@@ -172,7 +173,7 @@ def _model_and_split(args: argparse.Namespace) -> tuple[Path, ModelBundle, Any]:
 class _GroundTruth(NamedTuple):
     """The cases with ground truth of the first images of a split."""
 
-    count: int  # images read
+    count: int  # type: ignore[assignment]  # images read (a field named as tuple.count)
     cases: list[evaluation.Case]
     images: jax.Array  # the cases' images, as model inputs
 
@@ -244,7 +245,7 @@ _SCORES = {
 def _sweep_score(args: argparse.Namespace, found: _GroundTruth) -> Callable[[jax.Array], float]:
     """The sweep's score of the maps: IoU with the ground truth or PCC with the severity map."""
     if args.score == "iou":
-        truth = np.stack([case.truth for case in found.cases])
+        truth = jnp.asarray(np.stack([case.truth for case in found.cases]))
         return lambda maps: float(
             localisation.iou(localisation.binarize_for(maps, truth), truth).mean()
         )
@@ -253,7 +254,7 @@ def _sweep_score(args: argparse.Namespace, found: _GroundTruth) -> Callable[[jax
             f"--score pcc: expected a data set with severity maps (BrixIA-like regression); "
             f"got {args.dataset}/{args.config}."
         )
-    severity = np.stack([case.severity for case in found.cases])
+    severity = jnp.asarray(np.stack([cast(np.ndarray, case.severity) for case in found.cases]))
     return lambda maps: float(np.nanmean(correlation.pearson(maps, severity)))
 
 
@@ -933,7 +934,7 @@ def compilation_cache() -> str | None:
 
 def _compiling(what: str) -> None:
     """Says, before the first compilation, why the first batch is slow."""
-    cache = jax.config.jax_compilation_cache_dir
+    cache = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]  # a flag
     where = f"kept in {cache} for later runs" if cache else "no cache: IBA_JAX_CACHE_DIR is empty"
     print(f"compiling {what} on the first batch (first run only; {where})", flush=True)
 

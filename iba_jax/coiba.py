@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -55,12 +55,12 @@ from iba_jax.loop import (
     read_out,
 )
 from iba_jax.maps import to_bits_map
-from iba_jax.models.protocol import Model, Variables, require
+from iba_jax.models.protocol import Model, SteppedModel, Variables, require
 from iba_jax.objectives import ModelLoss, objective, target_bce
 from iba_jax.stats import FeatureStats
 
 
-def area_downsample(lam: jax.Array, shape: tuple[int, int]) -> jax.Array:
+def area_downsample(lam: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """Averages ``lam`` ``(h, w, c)`` over blocks to ``shape``; h, w must be multiples of it."""
     h, w, c = lam.shape
     if h % shape[0] or w % shape[1]:
@@ -100,7 +100,7 @@ def _coiba_one(
             zip(layers, priors, jax.random.split(key, len(layers)), strict=True)
         ):
             if i:
-                h = model.run_between(variables, h, layers[i - 1], layer)
+                h = cast(SteppedModel, model).run_between(variables, h, layers[i - 1], layer)
             lam_i = area_downsample(lam, shapes[i][:2]) if i else lam
             n = standard_normal(key_i, (config.samples, *shapes[i]))
             eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
@@ -209,6 +209,10 @@ def coiba(
       ((2, 64, 64), (2, 16, 16, 1))
     """
     layers = check_layer_stack(model, layers, stats)
+    if config.images_per_call == "auto":
+        raise ValueError(
+            "config.images_per_call: coiba takes a number of images per call; got 'auto'."
+        )
     if len(layers) > 1:
         require(model, "run_between", "CoIBA at several layers")
     check_images(model, images)

@@ -63,7 +63,8 @@ class DemoCase:
 
 def demo_cases(images: int, size: int = 128) -> list[DemoCase]:
     """Every finding of the first ``images`` test phantoms that have one."""
-    found, index = [], 0
+    found: list[DemoCase] = []
+    index = 0
     while len({c.index for c in found}) < images:
         phantom = phantoms.generate("classification", size, 0, "test", index)
         pixels = to_uint8(phantom.image)[..., None]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import types
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +95,8 @@ def _warn(layer: str, beta: float, spans: Any, model: Any, information: Any) -> 
 def _outside_the_package() -> int:
     """The ``stacklevel`` of the first caller outside iba_jax: the warning names the user's
     line, however deep in the package it was raised (``skip_file_prefixes`` needs 3.12)."""
-    frame, level = sys._getframe(1), 1
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_globals.get("__name__", "").startswith("iba_jax"):
         frame, level = frame.f_back, level + 1
     return level

@@ -240,7 +240,9 @@ def _classification_cases(example: dict[str, Any], index: int) -> list[Case]:
         else:
             boxes = np.asarray(objects["bbox"])[mine]
             instances = np.stack([localisation.box_mask(b[None], height, width) for b in boxes])
-        found.append(Case(index, int(target), instances.any(axis=0), instances=instances))
+        found.append(
+            Case(index, int(target), np.asarray(instances.any(axis=0)), instances=instances)
+        )
     return found
 
 
@@ -462,8 +464,8 @@ def _scores(bundle, x, targets, maps, case, config, key) -> dict[str, float]:
     pcc = pcc_lungs = math.nan
     if case.severity is not None:
         severity = jnp.asarray(case.severity)[None]
-        pcc = correlation.pearson(maps, severity)[0]
-        pcc_lungs = correlation.pearson(maps, severity, jnp.asarray(case.lungs)[None])[0]
+        pcc = float(correlation.pearson(maps, severity)[0])
+        pcc_lungs = float(correlation.pearson(maps, severity, jnp.asarray(case.lungs)[None])[0])
     return {
         "iou": _round(localisation.iou(binary, truth)[0]),
         "pointing_game": int(localisation.pointing_game(maps, truth)[0]),

@@ -149,7 +149,8 @@ def identity_number(identity: str) -> int:
 def file_inputs(bundle: ModelBundle, paths: Sequence[str | os.PathLike[str]]) -> list[Input]:
     """Image files (``model_image``), named by file name; a second file of the same name is
     numbered (``scan``, ``scan-2``)."""
-    stems, seen = [], {}
+    stems: list[str] = []
+    seen: dict[str, int] = {}
     for path in paths:
         stem = Path(path).stem or "image"
         seen[stem] = seen.get(stem, 0) + 1
@@ -167,9 +168,14 @@ def dataset_inputs(source: Sequence[dict[str, Any]], split: str, origin: str) ->
     for i in range(len(source)):
         where = f"{origin}:{split}[{i}]"
         inputs.append(
-            Input(f"{split}_{i:06d}", where, lambda i=i, w=where: (w, source[i]["image"]))
+            Input(f"{split}_{i:06d}", where, functools.partial(_stored, source, i, where))
         )
     return inputs
+
+
+def _stored(source: Sequence[dict[str, Any]], i: int, where: str) -> tuple[str, Any]:
+    """A data set example's identity (where it is) and its stored image."""
+    return where, source[i]["image"]
 
 
 @dataclasses.dataclass

@@ -106,8 +106,9 @@ def _flatten_config(config: IBAConfig) -> tuple[tuple[Any], IBAConfig]:
     # β is the only leaf (traced: a sweep over β compiles once), always float32 so that a Python
     # float and a NumPy one give the same program; the rest is the static part, without the
     # settings that act outside the compiled program.
-    beta = config.beta
-    beta = np.float32(beta) if isinstance(beta, (int, float, np.number)) else beta
+    beta: Any = config.beta
+    if isinstance(beta, (int, float, np.number)):
+        beta = np.float32(beta)
     return (beta,), dataclasses.replace(config, beta=0.0, images_per_call=None)
 
 
@@ -298,7 +299,7 @@ def _optimise_layer(
     stats: FeatureStats,
     targets: Any,
     draws: jax.Array,
-    image_shape: tuple[int, int],
+    image_shape: tuple[int, ...],
     *,
     config: IBAConfig,
     model_loss: ModelLoss,

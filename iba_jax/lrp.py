@@ -86,9 +86,9 @@ def _positive_part(module: nn.Module, x: jax.Array, y: jax.Array, kwargs: dict) 
     """z⁺ of a Conv or Dense layer (weights split by sign, no bias), or of a BatchNorm (one input
     per output: its linear part where positive)."""
     if isinstance(module, nn.BatchNorm):
-        bias = _call_plain(module, module.variables, jnp.zeros_like(x), **kwargs)
+        bias = _call_plain(module, dict(module.variables), jnp.zeros_like(x), **kwargs)
         return jax.nn.relu(y - bias)
-    kernel = module.get_variable("params", "kernel")
+    kernel: jax.Array = module.get_variable("params", "kernel")
     plain = module.clone(parent=None, use_bias=False)
     positive = _call_plain(plain, {"params": {"kernel": jnp.maximum(kernel, 0)}}, jax.nn.relu(x))
     negative = _call_plain(plain, {"params": {"kernel": jnp.minimum(kernel, 0)}}, -jax.nn.relu(-x))

@@ -42,7 +42,7 @@ def mirror_interpolation_matrix(size_out: int, size_in: int) -> np.ndarray:
     return matrix
 
 
-def resize_bilinear_mirror(image: jax.Array, shape: tuple[int, int]) -> jax.Array:
+def resize_bilinear_mirror(image: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """Resizes ``image`` ``(..., h, w)`` to ``(..., H, W)`` like ``skimage.transform.resize``
     with ``order=1`` (half-pixel bilinear, mirrored borders, no anti-aliasing).
 
@@ -57,7 +57,7 @@ def resize_bilinear_mirror(image: jax.Array, shape: tuple[int, int]) -> jax.Arra
     return jnp.einsum("Hh,...hw,Ww->...HW", rows, image, cols, precision="highest")
 
 
-def to_bits_map(capacity_nats: jax.Array, image_shape: tuple[int, int]) -> jax.Array:
+def to_bits_map(capacity_nats: jax.Array, image_shape: tuple[int, ...]) -> jax.Array:
     """Capacity ``(..., h, w, c)`` in nats -> map ``(..., H, W)`` in bits per input pixel.
 
     Example:

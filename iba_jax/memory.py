@@ -24,17 +24,17 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 
 from iba_jax.loop import IBAConfig, compiled_attribution
-from iba_jax.models.protocol import Model, require
+from iba_jax.models.protocol import AbstractModel, Model, require
 from iba_jax.objectives import target_bce
 from iba_jax.stats import FeatureStats
 
-ImageSize = int | tuple[int, int]
+ImageSize = int | tuple[int, ...]
 
 
 class MemoryEstimate(NamedTuple):
@@ -60,7 +60,9 @@ def _images(model: Model, count: int, image_size: ImageSize, **kw) -> jax.ShapeD
     return jax.ShapeDtypeStruct(shape, jnp.float32, **kw)
 
 
-def _feature_shapes(model: Model, layers: Sequence[str], image_size: ImageSize) -> dict:
+def _feature_shapes(
+    model: AbstractModel, layers: Sequence[str], image_size: ImageSize
+) -> dict[str, jax.ShapeDtypeStruct]:
     return jax.eval_shape(
         lambda v, x: model.encode(v, x, tuple(layers)),
         model.abstract_variables(),
@@ -68,16 +70,25 @@ def _feature_shapes(model: Model, layers: Sequence[str], image_size: ImageSize) 
     )
 
 
-def _compiled_bytes(model, layers, image_size, config, images: int, device) -> int:
+def _compiled_bytes(
+    model: AbstractModel,
+    layers: Sequence[str],
+    image_size: ImageSize,
+    config: IBAConfig,
+    images: int,
+    device: jax.Device,
+) -> int:
     """XLA's bytes (arguments, outputs and temporaries) of the IBA program for ``images``."""
     shape = jax.ShapeDtypeStruct
     features = _feature_shapes(model, layers, image_size)
     stats = tuple(
-        FeatureStats(
-            shape(features[layer].shape[1:], jnp.float32),
-            shape(features[layer].shape[1:], jnp.float32),
-            shape(features[layer].shape[1:], jnp.bool_),
-            shape((), jnp.int32),
+        FeatureStats._make(  # abstract arrays, for lowering
+            (
+                shape(features[layer].shape[1:], jnp.float32),
+                shape(features[layer].shape[1:], jnp.float32),
+                shape(features[layer].shape[1:], jnp.bool_),
+                shape((), jnp.int32),
+            )
         )
         for layer in layers
     )
@@ -97,6 +108,8 @@ def _compiled_bytes(model, layers, image_size, config, images: int, device) -> i
         model_loss=target_bce,
     )
     analysis = lowered.compile().memory_analysis()
+    if analysis is None:
+        raise RuntimeError(f"device: {device} reports no memory analysis of compiled programs.")
     return int(
         analysis.argument_size_in_bytes
         + analysis.output_size_in_bytes
@@ -137,7 +150,7 @@ def iba_memory(
     require(model, "abstract_variables", "the memory estimate (images_per_call='auto')")
     program = jax.tree.structure(config or IBAConfig())  # the settings but β and chunking
     device = device or jax.local_devices()[0]
-    return _estimate(model, layers, _image_shape(image_size), program, device)
+    return _estimate(cast(AbstractModel, model), layers, _image_shape(image_size), program, device)
 
 
 def device_memory_bytes(device: jax.Device | None = None) -> int:

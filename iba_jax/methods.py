@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -204,7 +204,7 @@ def target_key(seed_key: jax.Array, image_index: int, target: int) -> jax.Array:
 
 
 def needed_layers(
-    methods: tuple[str, ...] | list[str], settings: MethodSettings = MethodSettings()
+    methods: Sequence[str], settings: MethodSettings = MethodSettings()
 ) -> tuple[str, ...]:
     """The layers whose feature statistics the methods need under ``settings``."""
     return tuple(sorted({layer for m in methods for layer in METHODS[m].layers(settings)}))

@@ -205,7 +205,7 @@ def objective(
     logits: jax.Array,
     target: jax.Array,
     information: jax.Array,
-    beta: jax.Array,
+    beta: jax.Array | float,
 ) -> tuple[jax.Array, jax.Array]:
     """``(total, model term)``: mean of the per-sample model loss + β · information."""
     model_term = jnp.mean(model_loss(logits, target))

@@ -36,13 +36,13 @@ class FeatureStats(NamedTuple):
     mean: jax.Array
     std: jax.Array
     active: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named as tuple.count, by design
 
 
 class Moments(NamedTuple):
     """Running sums of a stream of feature maps (float64, on the host)."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # a field named as tuple.count, by design
     mean: np.ndarray
     m2: np.ndarray
     nonzero: np.ndarray

@@ -74,6 +74,8 @@ class PredictsLungMasks:
     segmenter (loaded at the first such image; its checksum goes into the built set's metadata
     as ``segmenter_sha256``)."""
 
+    info: tfds.core.DatasetInfo  # as every TFDS builder
+
     def lung_planes(
         self, pixels: np.ndarray, size: int, mask: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -103,16 +105,16 @@ def parse_brixia_score(text: str) -> tuple[int, ...]:
     return scores
 
 
-def detector_zones(zone_scores: Sequence[int]) -> np.ndarray:
+def detector_zones(zone_scores: Sequence[int] | np.ndarray) -> np.ndarray:
     """Which zones each of the paper's three detectors is about, ``(3, 6)`` bool: zones scored
     0 or 1, zones scored 2, zones scored 3 (the ground truth of a detector's explanation)."""
     scores = np.asarray(zone_scores)
     return np.stack([scores <= 1, scores == 2, scores == 3])
 
 
-def detector_labels(zone_scores: Sequence[int]) -> tuple[bool, bool, bool]:
+def detector_labels(zone_scores: Sequence[int] | np.ndarray) -> tuple[bool, bool, bool]:
     """The paper's three detector targets: a zone scored 0 or 1, a zone scored 2, one scored 3."""
-    present = detector_zones(zone_scores).any(axis=1)
+    present = np.asarray(detector_zones(zone_scores).any(axis=1))
     return (bool(present[0]), bool(present[1]), bool(present[2]))
 
 

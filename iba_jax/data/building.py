@@ -27,7 +27,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import PIL.Image
@@ -85,6 +85,8 @@ class ChoosesBadImagePolicy:
     per build (``on_bad_image``), not by the builder config, so that a build that skips bad
     images keeps the config's name (TFDS refuses a custom config named like a registered one).
     What was skipped is in the built data set's metadata."""
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS: ClassVar[str]  # as every TFDS builder of a manual download
 
     def __init__(self, *, on_bad_image: str = "fail", **kwargs: Any) -> None:
         checks.check_choice("on_bad_image", on_bad_image, BAD_IMAGE_POLICIES)

@@ -62,9 +62,9 @@ def normalize(x01: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
             f"{tuple(x01.shape)}); got {len(mean)} and {len(std)}."
         )
     along_channels = (1,) * (len(x01.shape) - 1) + (-1,)  # explicit ranks: no implicit promotion
-    mean = np.asarray(mean, np.float32).reshape(along_channels)
-    std = np.asarray(std, np.float32).reshape(along_channels)
-    return (x01 - mean) / std
+    shift = np.asarray(mean, np.float32).reshape(along_channels)
+    scale = np.asarray(std, np.float32).reshape(along_channels)
+    return (x01 - shift) / scale
 
 
 def unit_range(images: Any, channels: int) -> jax.Array:

@@ -137,14 +137,14 @@ def insertion_deletion(
     fraction = counts / (h * w)
     reference = _baseline(images, baseline, blur_sigma)
     ranks = pixel_ranks(maps)
-    insertion, deletion = [], []
+    inserted_scores, deleted_scores = [], []
     for i in range(n):
         moved = ranks[i][None, :, :, None] < jnp.asarray(counts)[:, None, None, None]
         inserted = jnp.where(moved, images[i][None], reference[i][None])
         deleted = jnp.where(moved, reference[i][None], images[i][None])
-        insertion.append(_scores_in_chunks(score_fn, inserted, i, batch_size))
-        deletion.append(_scores_in_chunks(score_fn, deleted, i, batch_size))
-    insertion, deletion = np.stack(insertion), np.stack(deletion)
+        inserted_scores.append(_scores_in_chunks(score_fn, inserted, i, batch_size))
+        deleted_scores.append(_scores_in_chunks(score_fn, deleted, i, batch_size))
+    insertion, deletion = np.stack(inserted_scores), np.stack(deleted_scores)
     return Curves(
         fraction=fraction,
         insertion=insertion,

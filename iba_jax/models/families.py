@@ -18,7 +18,7 @@ Config = DenseNetConfig | ResNetConfig
 class Family(NamedTuple):
     """A family: its config class, its model class and its named architectures."""
 
-    config: type
+    config: type[DenseNetConfig] | type[ResNetConfig]
     model: Callable[[Any], StagedNetwork]
     architectures: dict[str, Callable[..., Any]]
 

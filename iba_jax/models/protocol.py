@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, overload, runtime_checkable
 
 import jax
 
@@ -57,13 +57,33 @@ class Model(Protocol):
     @property
     def link(self) -> Callable[[jax.Array], jax.Array]: ...
 
+    @overload
+    def encode(self, variables: Variables, x: jax.Array, layer: str) -> jax.Array: ...
+
+    @overload
     def encode(
-        self, variables: Variables, x: jax.Array, layer: str | Sequence[str]
-    ) -> jax.Array | dict[str, jax.Array]: ...
+        self, variables: Variables, x: jax.Array, layer: Sequence[str]
+    ) -> dict[str, jax.Array]: ...
 
     def decode(self, variables: Variables, h: jax.Array, layer: str) -> jax.Array: ...
 
     def apply(self, variables: Variables, x: jax.Array) -> jax.Array: ...
+
+    def __hash__(self) -> int: ...
+
+
+class SteppedModel(Model, Protocol):
+    """A :class:`Model` that also runs between two of its layers (CoIBA's shared bottleneck)."""
+
+    def run_between(
+        self, variables: Variables, h: jax.Array, start: str, stop: str
+    ) -> jax.Array: ...
+
+
+class AbstractModel(Model, Protocol):
+    """A :class:`Model` that also gives its variables' shapes (the memory estimate)."""
+
+    def abstract_variables(self) -> Variables: ...
 
 
 def identity(logits: jax.Array) -> jax.Array:
@@ -150,6 +170,14 @@ class FunctionModel:
         checks.check_positive_int("in_channels", self.in_channels)
         checks.check_positive_int("min_image_size", self.min_image_size)
 
+    @overload
+    def encode(self, variables: Variables, x: jax.Array, layer: str) -> jax.Array: ...
+
+    @overload
+    def encode(
+        self, variables: Variables, x: jax.Array, layer: Sequence[str]
+    ) -> dict[str, jax.Array]: ...
+
     def encode(
         self, variables: Variables, x: jax.Array, layer: str | Sequence[str]
     ) -> jax.Array | dict[str, jax.Array]:
@@ -164,7 +192,7 @@ class FunctionModel:
 
     def apply(self, variables: Variables, x: jax.Array) -> jax.Array:
         last = self.layer_names[-1]
-        return self.decode(variables, self.encode(variables, x, last), last)
+        return self.decoder(variables, self.encoder(variables, x, last), last)
 
 
 @functools.partial(jax.jit, static_argnums=0)

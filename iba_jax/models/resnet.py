@@ -195,6 +195,7 @@ class _Block(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         out_channels = self.planes * _EXPANSION[self.block]
+        kernels: tuple[tuple[int, int, int], ...]  # (kernel, stride, features) of each conv
         if self.block == "basic":
             kernels = ((3, self.stride, self.planes), (3, 1, out_channels))
         else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, cast, overload
 
 import flax.linen as nn
 import jax
@@ -184,6 +184,14 @@ class StagedNetwork:
         )
         return out[classifier], updates["batch_stats"]
 
+    @overload
+    def encode(self, variables: Variables, x: jax.Array, layer: str) -> jax.Array: ...  # type: ignore[overload-overlap]  # a str is a Sequence[str] too: this one is first
+
+    @overload
+    def encode(
+        self, variables: Variables, x: jax.Array, layer: Sequence[str]
+    ) -> dict[str, jax.Array]: ...
+
     def encode(
         self, variables: Variables, x: jax.Array, layer: str | Sequence[str]
     ) -> jax.Array | dict[str, jax.Array]:
@@ -221,7 +229,10 @@ class StagedNetwork:
     def _run(
         self, variables: Variables, h: jax.Array, start: str | None, stops: tuple[str, ...]
     ) -> dict[str, jax.Array]:
-        return self.module.apply(variables, h, start=start, stops=stops, train=False)
+        return cast(
+            dict[str, jax.Array],
+            self.module.apply(variables, h, start=start, stops=stops, train=False),
+        )
 
     def _check_images(self, x: jax.Array) -> None:
         checks.check_image_batch(

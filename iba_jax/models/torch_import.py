@@ -38,7 +38,7 @@ import jax
 import numpy as np
 
 from iba_jax import checks
-from iba_jax.models.densenet import HEADS, DenseNetConfig, Variables
+from iba_jax.models.densenet import HEADS, DenseNetConfig, Head, Variables
 from iba_jax.models.families import Config, family_of, model_for
 from iba_jax.models.resnet import ResNetConfig
 
@@ -195,7 +195,7 @@ def _shape_of(sd: StateDict, key: str) -> tuple[int, ...]:
 def _counted(sd: StateDict, pattern: str) -> list[int]:
     """Per stage 1, 2, ...: the largest index that ``pattern`` (with the stage number
     formatted in, its index the first group) finds among the keys, until a stage has none."""
-    counts = []
+    counts: list[int] = []
     while True:
         found = re.compile(pattern.format(len(counts) + 1))
         indices = {int(m.group(1)) for k in sd if (m := found.match(k))}
@@ -204,7 +204,7 @@ def _counted(sd: StateDict, pattern: str) -> list[int]:
         counts.append(max(indices))
 
 
-def infer_config(state_dict: Mapping[str, Any], *, head: str = "linear") -> Config:
+def infer_config(state_dict: Mapping[str, Any], *, head: Head = "linear") -> Config:
     """The architecture that the tensor shapes of a state dict describe (DenseNet or ResNet)."""
     family = detect_family(state_dict)
     sd = canonical_state_dict(state_dict)
@@ -271,7 +271,7 @@ def variables_from_state_dict(
     state_dict: Mapping[str, Any],
     config: Config | None = None,
     *,
-    head: str = "linear",
+    head: Head = "linear",
 ) -> tuple[Variables, Config]:
     """Converts a PyTorch DenseNet or ResNet state dict to ``(variables, config)``.
 

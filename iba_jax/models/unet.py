@@ -16,7 +16,7 @@ function in training and inference, whatever the batch.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
@@ -91,7 +91,7 @@ class UNet:
         """Initial variables (``{"params"}``), traced on one ``image_size`` image."""
         self._check_size(image_size)
         x = jnp.zeros((1, image_size, image_size, self.config.in_channels))
-        return _UNetModule(self.config).init(key, x)
+        return dict(_UNetModule(self.config).init(key, x))
 
     def apply(self, variables: Variables, x: jax.Array) -> jax.Array:
         """Per-pixel logits ``(N, H, W)`` of images ``(N, H, W, C)``."""
@@ -100,7 +100,7 @@ class UNet:
                 f"x: expected images (N, H, W, {self.config.in_channels}); got shape {x.shape}."
             )
         self._check_size(x.shape[1], x.shape[2])
-        return _UNetModule(self.config).apply(variables, x)
+        return cast(jax.Array, _UNetModule(self.config).apply(variables, x))
 
     def _check_size(self, *sides: int) -> None:
         if any(side % self.config.multiple for side in sides):
