@@ -209,8 +209,7 @@ def save_bundle(directory: str | Path, bundle: ModelBundle, *, overwrite: bool =
     directory = Path(directory).absolute()
     if directory.exists() and not overwrite:
         raise FileExistsError(
-            f"directory: {str(directory)!r} exists; pass overwrite=True (--overwrite) "
-            "to replace it."
+            f"directory: {str(directory)!r} exists; pass overwrite=True to replace it."
         )
     return save_checked(directory, _metadata(bundle), bundle.variables, _BUNDLE_JSON, "variables")
 
@@ -351,7 +350,6 @@ def load_feature_stats(
         raise StatsOfAnotherModelError(
             f"stats: the {layer!r} statistics in {str(directory)!r} were estimated for other "
             f"weights (model sha256 {recorded[:12]}...) than the bundle's ({model[:12]}...); "
-            "re-estimate them (`iba-jax estimate`), or allow statistics shared on purpose "
-            "(allow_other_model=True, --allow-other-model-stats)."
+            "re-estimate them, or allow statistics shared on purpose (allow_other_model=True)."
         )
     return FeatureStats(**tree)

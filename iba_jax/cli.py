@@ -30,7 +30,14 @@ from tqdm import tqdm
 
 from iba_jax import checks, demo, distributed, evaluation, explain, methods, sharding
 from iba_jax.attribute import IBAConfig, iba, inverse_iba, regression_iba
-from iba_jax.bundle import InputSpec, ModelBundle, load_bundle, save_bundle, save_feature_stats
+from iba_jax.bundle import (
+    InputSpec,
+    ModelBundle,
+    StatsOfAnotherModelError,
+    load_bundle,
+    save_bundle,
+    save_feature_stats,
+)
 from iba_jax.calibration import beta_markdown, beta_sweep, recommended_beta
 from iba_jax.data import building
 from iba_jax.data.preprocess import NORMALIZATIONS, UnreadableImageError, read_image, unit_range
@@ -949,9 +956,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         if args.debug:
             raise
-        print(f"iba-jax {args.command}: error: {err}", file=sys.stderr)
+        print(f"iba-jax {args.command}: error: {in_command_terms(err)}", file=sys.stderr)
         return 2
     return code or 0
+
+
+# The library's errors name the argument of a function ("target: expected ..."); here, the
+# option that sets it. Only names that mean the same in every subcommand.
+_OPTION_OF = {"method": "--method", "target": "--target", "bundle_dir": "--model"}
+
+
+def in_command_terms(err: Exception) -> str:
+    """A library error as a command-line user reads it: the option instead of the argument,
+    and the command that makes what is missing."""
+    message = str(err)
+    name, colon, rest = message.partition(": ")
+    if colon and name in _OPTION_OF:
+        message = f"{_OPTION_OF[name]}: {rest}"
+    if isinstance(err, building.NotBuiltError):
+        message += (
+            f" Run `iba-jax build-data {err.name} --config {err.config} --data-dir "
+            f"{err.data_dir}` first."
+        )
+    elif isinstance(err, evaluation.MissingStatsError):
+        message += (
+            f" Run `iba-jax estimate --model {err.bundle_dir} DATASET --config CONFIG "
+            f"--layers {','.join(err.missing)}`."
+        )
+    elif isinstance(err, StatsOfAnotherModelError):
+        message += " (On purpose? --allow-other-model-stats.)"
+    elif isinstance(err, FileExistsError):
+        message += " (--overwrite replaces it.)"
+    return message
 
 
 def _show_warning(command: str, message: Warning | str, *_: Any, **__: Any) -> None:

@@ -55,11 +55,11 @@ from iba_jax.bundle import (
 )
 from iba_jax.data.brixia import DETECTOR_LABELS, detector_zones
 from iba_jax.data.preprocess import unit_range
-from iba_jax.methods import METHODS, MethodSettings, attribution_maps, target_key
+from iba_jax.methods import METHODS, MethodSettings, target_key
 from iba_jax.metrics import correlation, faithfulness, localisation
 from iba_jax.metrics.intervals import mean_interval
 from iba_jax.records import append_row, header_of, read_rows, write_rows
-from iba_jax.sharding import pad_images
+from iba_jax.runner import maps_per_call
 from iba_jax.stats import FeatureStats
 
 # Sensitivity-N's subset sizes, as fractions of the pixels (log-spaced, 1 % to 80 %).
@@ -167,6 +167,19 @@ class EvaluationConfig:
             )
 
 
+class MissingStatsError(FileNotFoundError):
+    """A bundle without the feature statistics of some layers (attributes: ``bundle_dir``,
+    ``missing``, ``have``)."""
+
+    def __init__(self, bundle_dir: str, missing: tuple[str, ...], have: tuple[str, ...]) -> None:
+        self.bundle_dir, self.missing, self.have = bundle_dir, missing, have
+        super().__init__(
+            f"bundle_dir: {bundle_dir} has no feature statistics of {list(missing)} (it has "
+            f"{list(have) or 'none'}); estimate them with estimate_feature_stats and "
+            "save_feature_stats."
+        )
+
+
 def load_stats(
     bundle_dir: str | os.PathLike[str], layers: Sequence[str], *, allow_other_model: bool = False
 ) -> dict[str, FeatureStats]:
@@ -175,11 +188,7 @@ def load_stats(
     have = set(stats_layers(bundle_dir))
     missing = [layer for layer in layers if layer not in have]
     if missing:
-        raise FileNotFoundError(
-            f"--model: {bundle_dir} has no feature statistics of {missing} (it has "
-            f"{sorted(have) or 'none'}); estimate them with `iba-jax estimate --model "
-            f"{bundle_dir} DATASET --config CONFIG --layers {','.join(missing)}`."
-        )
+        raise MissingStatsError(os.fspath(bundle_dir), tuple(missing), tuple(sorted(have)))
     return {
         layer: load_feature_stats(bundle_dir, layer, allow_other_model=allow_other_model)
         for layer in layers
@@ -381,39 +390,31 @@ def evaluate(
 
 
 def _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh) -> None:
-    """Maps for the ``pending`` cases, ``cases_per_call`` at a time per method (the last call
-    padded, so every call has the same shapes), then one row per case in the given order."""
+    """Maps for the ``pending`` cases, ``cases_per_call`` at a time per method
+    (``runner.maps_per_call``), then one row per case in the given order."""
     base_key = jax.random.key(config.seed)
     maps, seconds = {}, {}
     for method in dict.fromkeys(p.method for p in pending):
         mine = [i for i, p in enumerate(pending) if p.method == method]
-        for start in range(0, len(mine), config.cases_per_call):
-            chunk = mine[start : start + config.cases_per_call]
-            cases = [pending[i].case for i in chunk]
-            began = time.perf_counter()
-            per_case = (
-                jnp.concatenate([pending[i].x for i in chunk]),
-                jnp.asarray([c.target for c in cases]),
-                jnp.stack([target_key(base_key, c.index, c.target) for c in cases]),
-                jnp.asarray([c.label for c in cases], jnp.float32),
-            )
-            # Padded to cases_per_call with the last case: every call has the same shapes.
-            x, targets, keys, labels = pad_images(per_case, config.cases_per_call)
-            chunk_maps = attribution_maps(
-                method,
-                bundle.model,
-                bundle.variables,
-                stats,
-                x,
-                targets,
-                key=keys,
-                settings=config.settings,
-                labels=None if np.isnan(labels).any() else labels,
-                mesh=mesh,
-            ).block_until_ready()
-            share = (time.perf_counter() - began) / len(chunk)
-            for i, m in zip(chunk, chunk_maps, strict=False):
-                maps[i], seconds[i] = m[None], share
+        cases = [pending[i].case for i in mine]
+        labels = jnp.asarray([c.label for c in cases], jnp.float32)
+        calls = maps_per_call(
+            method,
+            bundle.model,
+            bundle.variables,
+            stats,
+            jnp.concatenate([pending[i].x for i in mine]),
+            [c.target for c in cases],
+            jnp.stack([target_key(base_key, c.index, c.target) for c in cases]),
+            per_call=config.cases_per_call,
+            settings=config.settings,
+            labels=None if np.isnan(labels).any() else labels,
+            mesh=mesh,
+        )
+        for call in calls:
+            for position, m in zip(call.positions, call.maps, strict=True):
+                maps[mine[position]] = m[None]
+                seconds[mine[position]] = call.seconds / len(call.positions)
     for i, (case, method, x) in enumerate(pending):
         began = time.perf_counter()
         targets = jnp.asarray([case.target])

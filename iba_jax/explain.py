@@ -36,10 +36,10 @@ from iba_jax.data.preprocess import (
     to_uint8,
     unit_range,
 )
-from iba_jax.methods import METHODS, MethodSettings, attribution_maps, target_key
+from iba_jax.methods import METHODS, MethodSettings, target_key
 from iba_jax.models import predict
 from iba_jax.records import append_row, read_rows, writable_folder, write_rows
-from iba_jax.sharding import pad_images
+from iba_jax.runner import maps_per_call
 from iba_jax.stats import FeatureStats
 
 # Short names of the command line -> the methods' names.
@@ -58,10 +58,10 @@ def method_name(name: str) -> str:
     full = ALIASES.get(name, name)
     if full not in METHODS:
         known = sorted({*ALIASES, *METHODS} - {"random"})
-        raise ValueError(f"--method: expected one of {', '.join(known)}; got {name!r}.")
+        raise ValueError(f"method: expected one of {', '.join(known)}; got {name!r}.")
     if METHODS[full].needs_labels:
         raise ValueError(
-            f"--method: {full} needs each image's true score, which explain does not take; "
+            f"method: {full} needs each image's true score, which explain does not take; "
             "use regression (the Deviation loss) or regression_iba_rm."
         )
     return full
@@ -107,7 +107,7 @@ def _target_index(bundle: ModelBundle, target: str) -> int:
     if target.isascii() and target.isdigit() and int(target) < count:
         return int(target)
     raise ValueError(
-        f"--target: expected {POSITIVES}, an output index below {count} or one of "
+        f"target: expected {POSITIVES}, an output index below {count} or one of "
         f"{', '.join(bundle.label_names)}; got {target!r}."
     )
 
@@ -357,32 +357,25 @@ def explain(
                     result.already_done += 1
                 else:
                     pairs.append((row, i, t, how))
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
-            per_pair = (
-                x[jnp.asarray([row for row, *_ in chunk])],
-                jnp.asarray([t for _, _, t, _ in chunk]),
-                jnp.stack(
-                    [
-                        target_key(base_key, identity_number(identities[i]), t)
-                        for _, i, t, _ in chunk
-                    ]
-                ),
-            )
-            # Padded to batch_size with the last pair: one shape, one compilation.
-            images, targets, keys = pad_images(per_pair, batch_size)
-            maps = attribution_maps(
-                method,
-                model,
-                variables,
-                stats,
-                images,
-                targets,
-                key=keys,
-                settings=settings,
-                mesh=mesh,
-            )
-            for (row, i, t, how), m in zip(chunk, np.asarray(maps), strict=False):
+        if not pairs:
+            continue
+        calls = maps_per_call(
+            method,
+            model,
+            variables,
+            stats,
+            x[jnp.asarray([row for row, *_ in pairs])],
+            [t for _, _, t, _ in pairs],
+            jnp.stack(
+                [target_key(base_key, identity_number(identities[i]), t) for _, i, t, _ in pairs]
+            ),
+            per_call=batch_size,
+            settings=settings,
+            mesh=mesh,
+        )
+        for call in calls:
+            for pair, m in zip(call.positions, call.maps, strict=True):
+                row, i, t, how = pairs[pair]
                 record = {
                     "file": inputs[i].origin,
                     "identity": identities[i],

@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from iba_jax import cli, methods
+from iba_jax import cli, evaluation, methods
 from iba_jax.bundle import load_bundle
 from iba_jax.cli import main
-from iba_jax.data import building  # noqa: F401 (installs the log filter under test)
+from iba_jax.data import building  # (importing it installs the log filter under test)
 from iba_jax.diagnostics import FlatLambdaWarning
 from iba_jax.methods import MethodSettings
 from iba_jax.models import DenseNet
@@ -231,3 +231,24 @@ def test_the_bottleneck_arguments_make_the_method_settings(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args([*explain, "--method-beta", "inverse=30"])
     assert "--method-beta: expected METHOD from iba, inverse_iba," in capsys.readouterr().err
+
+
+def test_errors_name_the_options_and_the_commands_that_make_what_is_missing(
+    tmp_path, tiny_state_dict, capsys
+):
+    # The library names its arguments and functions; the command line its options and commands.
+    unbuilt = building.NotBuiltError("nih_chestxray14", "224", "/data/tfds")
+    assert str(unbuilt).startswith("data_dir: nih_chestxray14/224 is not built under /data/tfds")
+    assert cli.in_command_terms(unbuilt).endswith(
+        "Run `iba-jax build-data nih_chestxray14 --config 224 --data-dir /data/tfds` first."
+    )
+    missing = evaluation.MissingStatsError("models/x", ("denseblock3",), ())
+    assert cli.in_command_terms(missing).startswith("--model: models/x has no feature statistics")
+    assert "Run `iba-jax estimate --model models/x DATASET" in cli.in_command_terms(missing)
+    assert cli.in_command_terms(ValueError("target: expected")) == "--target: expected"
+    assert cli.in_command_terms(ValueError("images: expected")) == "images: expected"
+    np.savez(tmp_path / "tiny.npz", **tiny_state_dict)
+    (tmp_path / "model").mkdir()
+    assert main(["convert", str(tmp_path / "tiny.npz"), str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err
+    assert "exists; pass overwrite=True to replace it. (--overwrite replaces it.)" in err

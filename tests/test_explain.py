@@ -71,9 +71,9 @@ def test_targets_by_name_index_and_positives():
     assert explain.choose_targets(bundle, outputs, "effusion") == [(2, "name")]
     assert explain.choose_targets(bundle, outputs, "3") == [(3, "index")]
     for bad in ("4", "Pneumonia", "-1"):
-        with pytest.raises(ValueError, match="--target: expected positives"):
+        with pytest.raises(ValueError, match="target: expected positives"):
             explain.choose_targets(bundle, outputs, bad)
-    with pytest.raises(ValueError, match="--method: expected one of"):
+    with pytest.raises(ValueError, match="method: expected one of"):
         explain.method_name("lime")
     with pytest.raises(ValueError, match="needs each image's true score"):
         explain.method_name("regression_iba_mse")

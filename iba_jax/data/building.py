@@ -212,12 +212,19 @@ def data_source(
     """Random access to a built split: ``source[i]`` is one example as numpy values."""
     builder = builder_class(name)(config=config, data_dir=os.fspath(data_dir))
     if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"{name}/{builder.builder_config.name} is not built under {data_dir}: run "
-            f"`iba-jax build-data {name} --config {builder.builder_config.name} "
-            f"--data-dir {data_dir}` first."
-        )
+        raise NotBuiltError(name, builder.builder_config.name, os.fspath(data_dir))
     return builder.as_data_source(split=split)
+
+
+class NotBuiltError(FileNotFoundError):
+    """A data set read before it was built (its name, config and folder are attributes)."""
+
+    def __init__(self, name: str, config: str, data_dir: str) -> None:
+        self.name, self.config, self.data_dir = name, config, data_dir
+        super().__init__(
+            f"data_dir: {name}/{config} is not built under {data_dir}; build it first "
+            f"(iba_jax.data.building.build({name!r}, config={config!r}, data_dir=...))."
+        )
 
 
 def numpy_batches(
