@@ -45,6 +45,7 @@ from iba_jax import checks
 from iba_jax.models.staged import (
     HEADS,
     Head,
+    JsonConfig,
     StagedModule,
     StagedNetwork,
     TorchInit,
@@ -61,7 +62,7 @@ _STRIDED_STEM = {"conv0": 7, "pool0": 3}
 
 
 @dataclasses.dataclass(frozen=True)
-class DenseNetConfig:
+class DenseNetConfig(JsonConfig):
     """Architecture of a DenseNet; the defaults are DenseNet-121 with an ImageNet head.
 
     Attributes:
@@ -153,19 +154,6 @@ class DenseNetConfig:
             if name == layer:
                 return size
         raise AssertionError(layer)  # check_choice accepted it, so the loop returned
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict; :meth:`from_dict` inverts it."""
-        d = dataclasses.asdict(self)
-        d["block_config"] = list(self.block_config)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DenseNetConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"DenseNetConfig: unknown fields {sorted(unknown)} in {d!r}.")
-        return cls(**{**d, "block_config": tuple(d["block_config"])})
 
 
 def densenet121(**overrides: Any) -> DenseNetConfig:

@@ -32,6 +32,7 @@ from iba_jax import checks
 from iba_jax.models.staged import (
     HEADS,
     Head,
+    JsonConfig,
     StagedModule,
     StagedNetwork,
     TorchInit,
@@ -46,7 +47,7 @@ _STRIDED_STEM = {"conv1": 7, "maxpool": 3}  # kernel sizes; both stride 2
 
 
 @dataclasses.dataclass(frozen=True)
-class ResNetConfig:
+class ResNetConfig(JsonConfig):
     """Architecture of a ResNet; the defaults are ResNet-50 with an ImageNet head.
 
     Attributes:
@@ -121,19 +122,6 @@ class ResNetConfig:
             if name == layer:
                 return size
         raise AssertionError(layer)  # check_choice accepted it, so the loop returned
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict; :meth:`from_dict` inverts it."""
-        d = dataclasses.asdict(self)
-        d["layers"] = list(self.layers)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ResNetConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"ResNetConfig: unknown fields {sorted(unknown)} in {d!r}.")
-        return cls(**{**d, "layers": tuple(d["layers"])})
 
 
 def resnet18(**overrides: Any) -> ResNetConfig:

@@ -46,6 +46,26 @@ def head_function(head: Head) -> Callable[[jax.Array], jax.Array]:
     return _HEAD_FUNCTIONS[head]
 
 
+class JsonConfig:
+    """``to_dict``/``from_dict`` of a frozen dataclass config whose tuple fields JSON keeps as
+    lists (bundles record configs in ``bundle.json``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (tuples as lists); :meth:`from_dict` inverts it."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()  # type: ignore[call-overload]
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        """The config a :meth:`to_dict` dict describes; unknown fields are refused."""
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)} in {d!r}.")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
 def batch_norm(name: str) -> nn.BatchNorm:
     """torch's BatchNorm2d: ε 1e-5, momentum 0.1 in torch's convention (0.9 in flax's)."""
     return nn.BatchNorm(momentum=0.9, epsilon=1e-5, name=name)
