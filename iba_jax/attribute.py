@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from numpy.typing import ArrayLike
 
 from iba_jax import checks, memory
 from iba_jax.bottleneck import Bottleneck, iba_bottleneck, inverse_bottleneck, mean_capacity
@@ -74,7 +75,9 @@ __all__ = [  # the loop's and the checks' names that callers import from here
 # --------------------------------------------------------------------------- argument handling
 
 
-def call_in_chunks(compiled: Any, per_image: tuple[Any, ...], config: IBAConfig) -> Any:
+def call_in_chunks(
+    compiled: Callable[..., Any], per_image: tuple[Any, ...], config: IBAConfig
+) -> Any:
     """``compiled(*per_image)``, called on chunks of ``config.images_per_call`` images (every
     leaf of ``per_image`` has the images on axis 0) and concatenated; at once when None."""
     batch = jax.tree.leaves(per_image)[0].shape[0]
@@ -128,7 +131,7 @@ def _run(
     variables: Variables,
     stats: Sequence[FeatureStats],
     images: jax.Array,
-    targets: Any,
+    targets: jax.Array | None,
     *,
     layers: tuple[str, ...],
     config: IBAConfig,
@@ -192,7 +195,7 @@ def attribute(
     variables: Variables,
     stats: FeatureStats,
     images: jax.Array,
-    targets: Any,
+    targets: ArrayLike | TargetTransform,
     *,
     model_loss: ModelLoss,
     layer: str = "denseblock3",
@@ -235,15 +238,16 @@ def attribute(
       ``(maps, aux)``: maps ``(B, H, W)`` in bits per pixel, and an :class:`AttributionAux`.
     """
     images = jnp.asarray(images)
-    transform = targets if callable(targets) else None
-    if transform is None:
-        targets = prepare_targets(model, images, targets, model_loss)
+    if callable(targets):
+        transform, given = targets, None
+    else:
+        transform, given = None, prepare_targets(model, images, targets, model_loss)
     maps, aux = _run(
         model,
         variables,
         (stats,),
         images,
-        None if transform is not None else targets,
+        given,
         layers=(layer,),
         config=config,
         model_loss=model_loss,
@@ -262,7 +266,7 @@ def iba(
     variables: Variables,
     stats: FeatureStats,
     images: jax.Array,
-    targets: Any,
+    targets: ArrayLike,
     *,
     layer: str = "denseblock3",
     model_loss: ModelLoss = target_bce,
@@ -319,7 +323,7 @@ def inverse_iba(
     variables: Variables,
     stats: FeatureStats,
     images: jax.Array,
-    targets: Any,
+    targets: ArrayLike,
     *,
     layer: str = "denseblock3",
     model_loss: ModelLoss = target_bce,
@@ -377,7 +381,7 @@ def regression_iba(
     variables: Variables,
     stats: FeatureStats,
     images: jax.Array,
-    targets: Any = None,
+    targets: ArrayLike | None = None,
     *,
     loss: Literal["mse", "rm", "deviation"] = "mse",
     output: int = 0,
@@ -417,17 +421,18 @@ def regression_iba(
         )
     batch = np.shape(images)[0]
     link = model.link  # equal across calls: no recompilation
+    wanted: jax.Array | CleanPrediction
     if loss == "mse":
         if targets is None:
             raise ValueError("targets: the 'mse' loss needs a target score per image; got None.")
-        targets = batch_targets(targets, batch, jnp.float32)
-        check_finite("targets", targets)
+        wanted = batch_targets(targets, batch, jnp.float32)
+        check_finite("targets", wanted)
     elif targets is not None:
         raise ValueError(f"targets: the {loss!r} loss takes no targets; got {targets!r}.")
     elif loss == "rm":
-        targets = jnp.zeros((batch,), jnp.float32)
+        wanted = jnp.zeros((batch,), jnp.float32)
     else:
-        targets = CleanPrediction(output, link)
+        wanted = CleanPrediction(output, link)
     model_loss = (
         RegressionMaximisation(output, link) if loss == "rm" else SquaredError(output, link)
     )
@@ -436,7 +441,7 @@ def regression_iba(
         variables,
         stats,
         images,
-        targets,
+        wanted,
         model_loss=model_loss,
         layer=layer,
         information=information,
@@ -471,7 +476,7 @@ def multilayer_iba(
     variables: Variables,
     stats: Mapping[str, FeatureStats],
     images: jax.Array,
-    targets: Any,
+    targets: ArrayLike,
     *,
     layers: Sequence[str] = DEFAULT_MULTILAYER,
     rule: ThresholdRule = "l2",

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+from numpy.typing import ArrayLike
 
 from iba_jax import checks
 from iba_jax.bottleneck import smooth
@@ -28,7 +29,7 @@ from iba_jax.objectives import target_bce
 Baseline = Literal["zero", "blur"]
 
 
-def class_targets(model: Model, images: Any, targets: Any) -> jax.Array:
+def class_targets(model: Model, images: ArrayLike, targets: ArrayLike) -> jax.Array:
     """The images checked, and one output index per image (checked against the outputs)."""
     check_images(model, images)
     return prepare_targets(model, images, targets, target_bce)
@@ -45,7 +46,9 @@ def _input_gradients(model: Model, variables: Variables, x: jax.Array, targets: 
     return jax.grad(lambda x: summed_target_logits(model.apply(variables, x), targets))(x)
 
 
-def gradients(model: Model, variables: Variables, images: Any, targets: Any) -> jax.Array:
+def gradients(
+    model: Model, variables: Variables, images: ArrayLike, targets: ArrayLike
+) -> jax.Array:
     """∂ logit[target] / ∂ image, ``(N, H, W, C)`` (Simonyan et al., 2014).
 
     Example:
@@ -87,8 +90,8 @@ def _integrated(model, variables, x, baseline, targets, steps):
 def integrated_gradients(
     model: Model,
     variables: Variables,
-    images: Any,
-    targets: Any,
+    images: ArrayLike,
+    targets: ArrayLike,
     *,
     steps: int = 50,
     baseline: Baseline | Any = "zero",
@@ -141,8 +144,8 @@ def _grad_cam(model, variables, x, targets, layer):
 def grad_cam(
     model: Model,
     variables: Variables,
-    images: Any,
-    targets: Any,
+    images: ArrayLike,
+    targets: ArrayLike,
     *,
     layer: str = "norm5",
     resize: bool = True,

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
+from numpy.typing import ArrayLike
 
 
 def check_choice(name: str, value: object, choices: Iterable[object]) -> None:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from numpy.typing import ArrayLike
 
 from iba_jax.attribute import DEFAULT_MULTILAYER, call_in_chunks, check_losses, check_optimizer
 from iba_jax.bottleneck import (
@@ -170,7 +171,7 @@ def coiba(
     variables: Variables,
     stats: Mapping[str, FeatureStats],
     images: jax.Array,
-    targets: Any,
+    targets: ArrayLike,
     *,
     layers: Sequence[str] = DEFAULT_MULTILAYER,
     model_loss: ModelLoss = target_bce,

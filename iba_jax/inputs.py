@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
+from numpy.typing import ArrayLike
 
 from iba_jax import checks
 from iba_jax.models.protocol import Model, check_model
@@ -51,13 +53,13 @@ def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_finite(name: str, x: Any) -> None:
+def check_finite(name: str, x: ArrayLike) -> None:
     if is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(np.asarray(x))))
         raise ValueError(f"{name}: expected finite values; got {bad} NaN or infinite entries.")
 
 
-def batch_targets(targets: Any, batch: int, dtype: Any) -> jax.Array:
+def batch_targets(targets: ArrayLike, batch: int, dtype: DTypeLike) -> jax.Array:
     targets = jnp.asarray(targets, dtype)
     if targets.ndim == 0:
         targets = jnp.broadcast_to(targets, (batch,))
@@ -68,7 +70,7 @@ def batch_targets(targets: Any, batch: int, dtype: Any) -> jax.Array:
     return targets
 
 
-def _check_class_targets(given: Any, targets: jax.Array, num_classes: int) -> None:
+def _check_class_targets(given: ArrayLike, targets: jax.Array, num_classes: int) -> None:
     """``targets`` (``given`` as cast to int32) must be one whole class index per image."""
     if targets.ndim != 1:
         raise ValueError(
@@ -87,7 +89,9 @@ def _check_class_targets(given: Any, targets: jax.Array, num_classes: int) -> No
     check_output_index("targets", targets, num_classes)
 
 
-def prepare_targets(model: Model, images: Any, targets: Any, model_loss: ModelLoss) -> jax.Array:
+def prepare_targets(
+    model: Model, images: ArrayLike, targets: ArrayLike, model_loss: ModelLoss
+) -> jax.Array:
     """One target per image; class indices are checked against the outputs for the losses
     that take them (``objectives.takes_class_index``: ``target_bce``, ``softmax_cross_entropy``,
     any marked with ``class_index_loss``). The images' shape is checked
@@ -105,7 +109,7 @@ def prepare_targets(model: Model, images: Any, targets: Any, model_loss: ModelLo
     return batch_targets(targets, batch, jnp.asarray(targets).dtype)
 
 
-def check_images(model: Model, images: Any) -> None:
+def check_images(model: Model, images: ArrayLike) -> None:
     """The model must be a :class:`~iba_jax.models.Model`, the images a finite channels-last
     batch it accepts."""
     check_model(model)

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import DTypeLike
+from numpy.typing import ArrayLike
 
 from iba_jax import checks
 from iba_jax.bottleneck import (
@@ -155,7 +157,7 @@ class Prior(NamedTuple):
     active: jax.Array
 
 
-def prior_of(stats: FeatureStats, min_std: float, dtype: Any) -> Prior:
+def prior_of(stats: FeatureStats, min_std: float, dtype: DTypeLike) -> Prior:
     """The layer's feature statistics as its noise prior: σ floored at ``min_std``, in the
     features' ``dtype``."""
     prior = Prior(stats.mean, jnp.maximum(stats.std, min_std), stats.active)
@@ -259,7 +261,7 @@ def is_injected(draws: jax.Array) -> bool:
 
 
 def _optimise_one(
-    tail: Any,
+    tail: Callable[[jax.Array], jax.Array],
     features: jax.Array,
     target: Any,
     draws: jax.Array,
@@ -297,7 +299,7 @@ def _optimise_layer(
     layer: str,
     features: jax.Array,
     stats: FeatureStats,
-    targets: Any,
+    targets: ArrayLike,
     draws: jax.Array,
     image_shape: tuple[int, ...],
     *,
@@ -351,7 +353,7 @@ def compiled_attribution(
     variables: Variables,
     stats: tuple[FeatureStats, ...],
     images: jax.Array,
-    targets: Any,
+    targets: ArrayLike,
     draws: tuple[jax.Array, ...],
     config: IBAConfig,
     *,

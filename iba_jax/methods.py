@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
+from numpy.typing import ArrayLike
 
 from iba_jax import baselines, checks, lrp
 from iba_jax.attribute import (
@@ -216,11 +217,11 @@ def attribution_maps(
     variables: Variables,
     stats: Mapping[str, FeatureStats],
     images: jax.Array,
-    targets: Any,
+    targets: ArrayLike,
     *,
     key: jax.Array,
     settings: MethodSettings = MethodSettings(),
-    labels: Any = None,
+    labels: ArrayLike | None = None,
     mesh: Mesh | None = None,
 ) -> jax.Array:
     """The maps ``(N, H, W)`` (float32) of method ``name`` for each image's target.

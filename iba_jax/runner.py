@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
+from numpy.typing import ArrayLike
 
 from iba_jax import checks
 from iba_jax.methods import MethodSettings, attribution_maps
@@ -39,12 +40,12 @@ def maps_per_call(
     variables: Variables,
     stats: Mapping[str, FeatureStats],
     images: jax.Array,
-    targets: Any,
+    targets: ArrayLike,
     keys: jax.Array,
     *,
     per_call: int,
     settings: MethodSettings = MethodSettings(),
-    labels: Any = None,
+    labels: ArrayLike | None = None,
     mesh: Mesh | None = None,
 ) -> Iterator[Call]:
     """Method ``method``'s maps of the pairs ``(images[i], targets[i], keys[i])``, ``per_call``

@@ -1,0 +1,306 @@
+"""``evaluate``: every case of a split, every method, one resumable row each."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from iba_jax import checks, distributed
+from iba_jax.bundle import (
+    ModelBundle,
+    bundle_checksum,
+    load_feature_stats,
+    stats_checksum,
+    stats_layers,
+)
+from iba_jax.data.preprocess import unit_range
+from iba_jax.evaluation.cases import Case, cases
+from iba_jax.evaluation.scoring import case_scores, check_columns
+from iba_jax.methods import METHODS, MethodSettings, target_key
+from iba_jax.metrics import localisation
+from iba_jax.records import append_row
+from iba_jax.runner import maps_per_call
+from iba_jax.stats import FeatureStats
+
+CLASSIFICATION_METHODS = (
+    "iba",
+    "inverse_iba",
+    "multilayer_iba",
+    "gradients",
+    "integrated_gradients",
+    "grad_cam",
+    "lrp",
+    "random",
+)
+REGRESSION_METHODS = (
+    "regression_iba_mse",
+    "regression_iba_rm",
+    "regression_iba_deviation",
+    "gradients",
+    "integrated_gradients",
+    "grad_cam",
+    "lrp",
+    "random",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """Settings of an evaluation run.
+
+    Attributes:
+      methods: names from ``METHODS`` (``CLASSIFICATION_METHODS`` by default;
+        ``REGRESSION_METHODS`` for severity models).
+      iou_rule: how maps are binarised for IoU and for marking instances
+        (``localisation.RULES``; "area" keeps as many pixels as the ground truth has).
+      pixels_per_step: insertion/deletion step (default 1/50 of the image).
+      baseline: what replaces removed pixels in insertion/deletion and Sensitivity-N: "blur"
+        (a Gaussian blur of ``blur_sigma`` pixels, the paper's choice) or "zero". Blurring
+        hardly changes a diffuse opacity, so severity models are better probed with "zero".
+      blur_sigma: the blurred baseline's sigma (pixels; the paper: 10).
+      sensitivity_samples: random pixel subsets per size of Sensitivity-N (0 skips it; each
+        costs one forward pass per size).
+      settings: the methods' settings (the paper's defaults).
+      seed: the PRNG seed of the noise of IBA, of the random maps and of Sensitivity-N's subsets
+        (one key per image and target).
+      limit: evaluate only the first N images of the split.
+      cases_per_call: cases whose maps one call computes, per method (a multiple of the
+        devices, to use them all; it changes no value, beyond float rounding).
+    """
+
+    methods: tuple[str, ...] = CLASSIFICATION_METHODS
+    iou_rule: localisation.Rule = "area"
+    pixels_per_step: int | None = None
+    baseline: Literal["blur", "zero"] = "blur"
+    blur_sigma: float = 10.0
+    sensitivity_samples: int = 32
+    settings: MethodSettings = MethodSettings()
+    seed: int = 0
+    limit: int | None = None
+    cases_per_call: int = 1
+
+    def __post_init__(self) -> None:
+        checks.check_names("methods", self.methods, tuple(METHODS))
+        checks.check_positive_int("cases_per_call", self.cases_per_call)
+        checks.check_choice("iou_rule", self.iou_rule, localisation.RULES)
+        checks.check_choice("baseline", self.baseline, ("blur", "zero"))
+        if not (isinstance(self.sensitivity_samples, int) and self.sensitivity_samples >= 0):
+            raise ValueError(
+                "sensitivity_samples: expected an int >= 0 (0 skips Sensitivity-N); got "
+                f"{self.sensitivity_samples!r}."
+            )
+
+
+class MissingStatsError(FileNotFoundError):
+    """A bundle without the feature statistics of some layers (attributes: ``bundle_dir``,
+    ``missing``, ``have``)."""
+
+    def __init__(self, bundle_dir: str, missing: tuple[str, ...], have: tuple[str, ...]) -> None:
+        self.bundle_dir, self.missing, self.have = bundle_dir, missing, have
+        super().__init__(
+            f"bundle_dir: {bundle_dir} has no feature statistics of {list(missing)} (it has "
+            f"{list(have) or 'none'}); estimate them with estimate_feature_stats and "
+            "save_feature_stats."
+        )
+
+
+def load_stats(
+    bundle_dir: str | os.PathLike[str], layers: Sequence[str], *, allow_other_model: bool = False
+) -> dict[str, FeatureStats]:
+    """The bundle's feature statistics of ``layers``; names the command that makes missing ones.
+    ``allow_other_model``: see ``bundle.load_feature_stats``."""
+    have = set(stats_layers(bundle_dir))
+    missing = [layer for layer in layers if layer not in have]
+    if missing:
+        raise MissingStatsError(os.fspath(bundle_dir), tuple(missing), tuple(sorted(have)))
+    return {
+        layer: load_feature_stats(bundle_dir, layer, allow_other_model=allow_other_model)
+        for layer in layers
+    }
+
+
+def settings_path(results: Path) -> Path:
+    """Where the settings of each model's rows in ``results`` are recorded."""
+    return results.with_suffix(".settings.json")
+
+
+def _check_settings(
+    path: Path,
+    model_name: str,
+    bundle: ModelBundle,
+    config: EvaluationConfig,
+    stats: dict[str, FeatureStats],
+):
+    """Records the checksums of the model and its statistics and the settings its rows are
+    computed with (process 0), or, resuming, refuses to mix rows of other weights, statistics
+    or settings into the file (methods, limit and cases per call may change: they choose rows
+    or batching, not values)."""
+    recorded_path = settings_path(path)
+    recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else {}
+    values = dataclasses.asdict(config)
+    del values["methods"], values["limit"], values["cases_per_call"]
+    mine = {
+        "model_sha256": bundle_checksum(bundle),
+        # Per layer: a resumed run may add methods, and with them the statistics of more layers.
+        **{f"stats_sha256/{layer}": stats_checksum({layer: stats[layer]}) for layer in stats},
+        **values,
+    }
+    mine = json.loads(json.dumps(mine))  # as it reads back (tuples as lists)
+    before = recorded.get(model_name, {})
+    # A layer's statistics are compared only where both runs used that layer.
+    compared = {
+        k
+        for k in (set(before) | set(mine) if before else ())
+        if not k.startswith("stats_sha256/") or (k in before and k in mine)
+    }
+    changed = sorted(k for k in compared if before.get(k) != mine.get(k))
+    if changed:
+        raise ValueError(
+            f"results: the rows of model {model_name!r} in {path} were computed with other "
+            f"{', '.join(changed)} ({', '.join(f'{k}={before.get(k)!r}' for k in changed)}"
+            "); evaluate into a new file, or with the same model and settings."
+        )
+    if jax.process_index() != 0 or set(mine) <= set(before):
+        return
+    recorded[model_name] = {**mine, **before}
+    partial = recorded_path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(recorded, indent=2, sort_keys=True))
+    partial.replace(recorded_path)
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, int, int, str]:
+    return (row["model"], int(row["index"]), int(row["target"]), row["method"])
+
+
+class _Pending(NamedTuple):
+    case: Case
+    method: str
+    x: jax.Array  # the image's model input (1, H, W, C)
+
+
+def evaluate(
+    bundle: ModelBundle,
+    source: Sequence[dict[str, Any]],
+    results: str | os.PathLike[str],
+    config: EvaluationConfig,
+    stats: dict[str, FeatureStats],
+    *,
+    model_name: str = "model",
+    progress: Callable[[Iterator], Iterator] = lambda it: it,
+    mesh: Mesh | None = None,
+) -> Path:
+    """Evaluates ``config.methods`` on every case of ``source`` into the CSV ``results``.
+
+    Maps are computed ``config.cases_per_call`` cases at a time per method (split across the
+    devices of ``mesh``); each case is then scored and its row appended. In a job of several
+    processes (``jax.distributed``), each process evaluates its share of the images
+    (``distributed.process_share``) into its own part file, and process 0 merges the parts
+    into ``results`` when all are done (checking that no row is missing or there twice).
+
+    Args:
+      bundle: the model (its input spec turns stored images into inputs, its label names name
+        the targets and tell detector models apart).
+      source: a data source of a split (``iba_jax.data.building.data_source``): examples with
+        ``image`` (uint8) and either multi-hot ``labels`` and ``objects`` (masks or boxes) or
+        BrixIA's ``zone_map``, ``zone_scores`` (and ``global_score``, ``severity_map``).
+      results: the CSV file; rows already in it or in its part files (same model name) are
+        skipped. The model's checksum and the settings are recorded beside it
+        (``settings_path``): resuming with other weights or settings under the same model name
+        is refused. In several processes, a folder that all of them see.
+      stats: feature statistics per layer (``load_stats``).
+      model_name: the ``model`` column, to compare several models in one file.
+      progress: wraps the loop over this process's images (a progress bar in the CLI).
+      mesh: the devices to split each call's cases across (``sharding.local_mesh()``).
+
+    Returns:
+      The path of the results file.
+    """
+    path = Path(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check_columns(path)
+    _check_settings(path, model_name, bundle, config, stats)
+    done = {_row_key(row) for row in distributed.all_rows(path)}
+    out = distributed.part_path(path)
+    count = len(source) if config.limit is None else min(config.limit, len(source))
+    pending: list[_Pending] = []
+    for index in progress(iter(distributed.process_share(count))):
+        example = source[index]
+        todo = [
+            (case, method)
+            for case in cases(example, index, bundle.label_names)
+            for method in config.methods
+            if (model_name, index, case.target, method) not in done
+        ]
+        if todo:
+            x = bundle.input_spec.normalize(
+                unit_range(example["image"][None], bundle.config.in_channels)
+            )
+            pending += [_Pending(case, method, x) for case, method in todo]
+        if len(pending) >= config.cases_per_call * len(config.methods):
+            _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh)
+            pending = []
+    _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh)
+    distributed.barrier(f"evaluate {path} {model_name}: rows written")
+    if jax.process_index() == 0 and distributed.part_files(path):
+        expected = [
+            (model_name, index, case.target, method)
+            for index in range(count)
+            for case in cases(source[index], index, bundle.label_names)
+            for method in config.methods
+        ]
+        distributed.merge_records(path, _row_key, expected, order=lambda r: int(r["index"]))
+    distributed.barrier(f"evaluate {path} {model_name}: merged")
+    return path
+
+
+def _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh) -> None:
+    """Maps for the ``pending`` cases, ``cases_per_call`` at a time per method
+    (``runner.maps_per_call``), then one row per case in the given order."""
+    base_key = jax.random.key(config.seed)
+    maps, seconds = {}, {}
+    for method in dict.fromkeys(p.method for p in pending):
+        mine = [i for i, p in enumerate(pending) if p.method == method]
+        cases = [pending[i].case for i in mine]
+        labels = jnp.asarray([c.label for c in cases], jnp.float32)
+        calls = maps_per_call(
+            method,
+            bundle.model,
+            bundle.variables,
+            stats,
+            jnp.concatenate([pending[i].x for i in mine]),
+            [c.target for c in cases],
+            jnp.stack([target_key(base_key, c.index, c.target) for c in cases]),
+            per_call=config.cases_per_call,
+            settings=config.settings,
+            labels=None if np.isnan(labels).any() else labels,
+            mesh=mesh,
+        )
+        for call in calls:
+            for position, m in zip(call.positions, call.maps, strict=True):
+                maps[mine[position]] = m[None]
+                seconds[mine[position]] = call.seconds / len(call.positions)
+    for i, (case, method, x) in enumerate(pending):
+        began = time.perf_counter()
+        targets = jnp.asarray([case.target])
+        key = target_key(base_key, case.index, case.target)
+        scores = case_scores(bundle, x, targets, maps[i], case, config, key)
+        row = {
+            "model": model_name,
+            "index": case.index,
+            "target": case.target,
+            "target_name": bundle.label_names[case.target],
+            "method": method,
+            **scores,
+            "seconds": round(seconds[i] + time.perf_counter() - began, 4),
+        }
+        append_row(out, row)
