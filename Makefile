@@ -41,6 +41,7 @@ format: $(STAMP)
 bench: $(STAMP)  # about 30 minutes on a 2-core CPU
 	$(BIN)/python benchmarks/densenet_forward.py
 	$(BIN)/python benchmarks/attribution.py
+	$(BIN)/python benchmarks/families.py
 	$(BIN)/python benchmarks/data_build.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/memory.py
