@@ -2,7 +2,8 @@
 and maps checked.
 
 Public functions:
-  :func:`attribute`       the general loop: any model loss, IBA or inverse bottleneck;
+  :func:`attribute`       the general loop, composed: any model loss, bottleneck form,
+                          information term, optimizer and targets;
   :func:`iba`             IBA (Schulz et al., 2020) with sigmoid BCE on the target class;
   :func:`inverse_iba`     Inverse IBA (Khakzar et al., 2021) with the bounded negated BCE;
   :func:`regression_iba`  Regression IBA with the MSE, RM or Deviation loss;
@@ -339,7 +340,8 @@ def inverse_iba(
     Minimises −min(model_loss(Z), bound) + β·capacity with Z = λε + (1 − λ)R (Khakzar et al.,
     2021): λ learns to remove the evidence. The model loss is capped at ``bound`` per sample
     before negation (see ``objectives.Negated``), so the objective has a floor. The other
-    arguments (``information``, ``config``, ``key``, ``noise``) are :func:`attribute`'s.
+    arguments (``information``, ``optimizer``, ``config``, ``key``, ``noise``) are
+    :func:`attribute`'s.
 
     Example:
       >>> import jax
@@ -398,7 +400,8 @@ def regression_iba(
     score of interest); ``"rm"`` −Φ(Z)² (regression maximisation; no targets); ``"deviation"``
     (Φ(Z) − Φ(X))², with Φ(X) the prediction on the clean image, computed once from the clean
     features (no targets). Φ includes the model's head (ReLU for a regression head). The other
-    arguments (``information``, ``config``, ``key``, ``noise``) are :func:`attribute`'s.
+    arguments (``information``, ``optimizer``, ``config``, ``key``, ``noise``) are
+    :func:`attribute`'s.
 
     Example:
       >>> import jax
