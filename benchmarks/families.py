@@ -13,9 +13,9 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import jax
+from attribution import timed  # the same first-call and best-of-repeats timing
 
 from iba_jax.attribute import iba
 from iba_jax.models import DenseNet, ResNet, densenet121, predict, resnet50
@@ -25,18 +25,6 @@ MODELS = {
     "densenet121": (DenseNet(densenet121(num_classes=14)), "denseblock3"),
     "resnet50": (ResNet(resnet50(num_classes=14)), "layer3"),
 }
-
-
-def timed(run, repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(run(0))
-    first = time.perf_counter() - start
-    best = float("inf")
-    for i in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(i + 1))
-        best = min(best, time.perf_counter() - start)
-    return first, best
 
 
 def main() -> None:

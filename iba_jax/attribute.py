@@ -83,7 +83,7 @@ def call_in_chunks(
     leaf of ``per_image`` has the images on axis 0) and concatenated; at once when None."""
     batch = jax.tree.leaves(per_image)[0].shape[0]
     size = config.images_per_call  # "auto" is resolved before (attribute._run)
-    if not isinstance(size, int) or batch <= size:
+    if not isinstance(size, int | np.integer) or batch <= size:
         return compiled(*per_image)
     parts = [
         compiled(*jax.tree.map(lambda a, i=i: a[i : i + size], per_image))

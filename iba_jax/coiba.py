@@ -50,8 +50,8 @@ from iba_jax.loop import (
     IBAConfig,
     InformationTerm,
     Prior,
-    default_optimizer,
     optimise_alpha,
+    optimizer_of,
     prior_of,
     read_out,
 )
@@ -160,7 +160,7 @@ def _coiba_compiled(
         model_loss=model_loss,
         bottleneck=bottleneck,
         information=information,
-        optimizer=optimizer if optimizer is not None else default_optimizer(config),
+        optimizer=optimizer_of(config, optimizer),
     )
     cap, aux = jax.vmap(one, in_axes=(0, 0, 0, None))(features, targets, keys, priors)
     return to_bits_map(cap, images.shape[1:3]), aux

@@ -185,9 +185,12 @@ LossFunction = Callable[[jax.Array, jax.Array], tuple[jax.Array, tuple[Any, Any,
 """``(alpha, draw) -> (total, (model term, information term, capacity))`` of one step."""
 
 
-def default_optimizer(config: IBAConfig) -> optax.GradientTransformation:
-    """Adam with ``config.learning_rate``, as torch computes it (``iba_jax.optim.adam``)."""
-    return adam(config.learning_rate)
+def optimizer_of(
+    config: IBAConfig, optimizer: optax.GradientTransformation | None = None
+) -> optax.GradientTransformation:
+    """``optimizer``, or by default Adam with ``config.learning_rate``, as torch computes it
+    (``iba_jax.optim.adam``)."""
+    return adam(config.learning_rate) if optimizer is None else optimizer
 
 
 def optimise_alpha(
@@ -331,7 +334,7 @@ def _optimise_layer(
         model_loss=model_loss,
         bottleneck=bottleneck,
         information=information,
-        optimizer=optimizer if optimizer is not None else default_optimizer(config),
+        optimizer=optimizer_of(config, optimizer),
     )
     cap, aux = jax.vmap(one, in_axes=(0, 0, 0, None))(features, targets, draws, prior)
     return to_bits_map(cap, image_shape), aux

@@ -13,6 +13,7 @@ from conftest import channels_last
 from iba_jax.attribute import (
     IBAConfig,
     attribute,
+    call_in_chunks,
     iba,
     inverse_iba,
     multilayer_iba,
@@ -662,3 +663,14 @@ def test_multilayer_takes_the_information_term_and_optimizer(tiny_model, stats, 
     frozen = run(0.1, optimizer=optax.sgd(0.0))
     for aux in frozen.aux.values():
         np.testing.assert_array_equal(aux.alpha, 5.0)
+
+
+def test_call_in_chunks_splits_by_any_integer_count():
+    calls = []
+    compiled = lambda x: calls.append(len(x)) or x * 2
+    x = jnp.arange(5.0)
+    for size in (2, np.int64(2)):  # a NumPy count chunks as an int does
+        calls.clear()
+        out = call_in_chunks(compiled, (x,), IBAConfig(images_per_call=size))
+        np.testing.assert_array_equal(out, x * 2)
+        assert calls == [2, 2, 1]
