@@ -15,7 +15,7 @@ import time
 
 import jax
 
-from iba_jax.attribute import IBAConfig, iba, inverse_iba, multilayer_iba
+from iba_jax.attribute import iba, inverse_iba, multilayer_iba
 from iba_jax.coiba import coiba
 from iba_jax.models import DenseNet, densenet121
 from iba_jax.stats import estimate_feature_stats
@@ -45,7 +45,7 @@ def main() -> None:
         type=int,
         default=4,
         help="also time batches larger than this "
-        "in chunks of this many images (IBAConfig.images_per_call)",
+        "in chunks of this many images (iba's images_per_call)",
     )
     args = parser.parse_args()
 
@@ -76,26 +76,24 @@ def main() -> None:
         )[0]
         report("iba", batch, *timed(run, args.repeats))
         if batch > args.images_per_call:
-            chunked = IBAConfig(images_per_call=args.images_per_call)
-            run = lambda i, b=batch, c=chunked: iba(
+            run = lambda i, b=batch: iba(
                 net,
                 variables,
                 stats["denseblock3"],
                 images(b, i),
                 0,
-                config=c,
+                images_per_call=args.images_per_call,
                 key=jax.random.key(i),
             )[0]
             report(f"iba_per_call{args.images_per_call}", batch, *timed(run, args.repeats))
         if args.rolled:
-            rolled = IBAConfig(unroll=False)
-            run = lambda i, b=batch, c=rolled: iba(
+            run = lambda i, b=batch: iba(
                 net,
                 variables,
                 stats["denseblock3"],
                 images(b, i),
                 0,
-                config=c,
+                unroll=False,
                 key=jax.random.key(i),
             )[0]
             report("iba_rolled", batch, *timed(run, args.repeats))

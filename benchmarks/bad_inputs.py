@@ -292,6 +292,12 @@ def cases() -> list[Case]:
             _iba(images=np.full((2, 128, 128, 1), np.nan, np.float32)),
             "images: expected finite values",
         ),
+        (
+            "images_per_call = 0",
+            _iba(images_per_call=0),
+            "images_per_call: expected a positive integer, 'auto' or None",
+        ),
+        ("unroll = 'yes'", _iba(unroll="yes"), "unroll: expected True or False"),
         ("a target past the outputs", _iba(targets=[0, 4]), "targets: expected an index in [0, 4)"),
         ("a negative target", _iba(targets=[-1, 0]), "targets: expected an index in [0, 4)"),
         ("a fractional target (1.5)", _iba(targets=1.5), "targets: expected integer class indices"),
@@ -308,7 +314,7 @@ def cases() -> list[Case]:
         ),
         (
             "an objective whose index is traced past the outputs (NaN loss)",
-            _iba(model_loss=_traced_past_the_outputs, config=ij.IBAConfig(unroll=False)),
+            _iba(model_loss=_traced_past_the_outputs, unroll=False),
             "model_loss: expected a finite loss; got nan at step 0 of image 0",
         ),
         (
@@ -358,12 +364,6 @@ def cases() -> list[Case]:
             "0 optimisation steps",
             "steps: expected a positive integer",
             api(lambda _: ij.IBAConfig(steps=0)),
-        ),
-        Case(
-            "api",
-            "images_per_call = 0",
-            "images_per_call: expected a positive integer",
-            api(lambda _: ij.IBAConfig(images_per_call=0)),
         ),
         Case("api", "an unknown readout", "readout", api(lambda _: ij.IBAConfig(readout="best"))),
         Case(

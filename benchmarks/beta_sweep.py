@@ -52,7 +52,6 @@ def sweep(model: str, task: str, count: int, methods: dict, layer: str) -> dict:
     stats = ij.load_feature_stats(folder, layer)
     pixels, targets = validation_images(task, count, bundle.input_spec.image_size)
     images = bundle.input_spec.normalize(unit_range(pixels, 1))
-    config = ij.IBAConfig(unroll=False)
     figures = {}
     for name, method in methods.items():
         run = lambda c, method=method: method(
@@ -63,9 +62,10 @@ def sweep(model: str, task: str, count: int, methods: dict, layer: str) -> dict:
             targets,
             layer=layer,
             config=c,
+            unroll=False,
             key=jax.random.key(0),
         )
-        points = ij.beta_sweep(run, BETAS, config)
+        points = ij.beta_sweep(run, BETAS)
         print(f"{name}, {model}, {count} validation images, {layer}")
         print(ij.beta_markdown(points))
         print(f"recommended β (largest whose λ spreads): {ij.recommended_beta(points)}")

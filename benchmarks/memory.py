@@ -5,7 +5,7 @@ Run: ``.venv/bin/python benchmarks/memory.py [--batch 32] [--check 4]``.
 For each layer (denseblock1, 2, 3) and loop setting (rolled, unrolled): XLA's memory analysis
 of the compiled IBA program (the paper's defaults: 10 steps, 10 samples), as fixed bytes plus
 bytes per image (``iba_jax.memory.iba_memory``), the total for ``--batch`` images, and the
-images per call that ``IBAConfig(images_per_call="auto")`` picks on this device. Then a check:
+images per call that ``iba(..., images_per_call="auto")`` picks on this device. Then a check:
 IBA runs on ``--check`` images at denseblock3 and the peak the device reports (accelerators:
 ``peak_bytes_in_use``; CPU: the growth of the process's peak resident memory, which also holds
 the compiler's own memory) is printed beside the prediction. The last line is a JSON object.
@@ -20,7 +20,7 @@ import time
 import jax
 
 from iba_jax import memory
-from iba_jax.attribute import IBAConfig, iba
+from iba_jax.attribute import iba
 from iba_jax.models import DenseNet, densenet121
 from iba_jax.stats import estimate_feature_stats
 
@@ -54,11 +54,10 @@ def main() -> None:
     print(f"{figures['device']} ({figures['platform']}), {figures['device_memory_gb']} GB free")
     for layer in LAYERS:
         for unroll in (False, True):
-            config = IBAConfig(unroll=unroll)
             start = time.perf_counter()
-            estimate = memory.iba_memory(net, layer, 224, config)
+            estimate = memory.iba_memory(net, layer, 224, unroll=unroll)
             seconds = time.perf_counter() - start
-            fits = memory.images_per_call(net, layer, 224, config)
+            fits = memory.images_per_call(net, layer, 224, unroll=unroll)
             row = {
                 "fixed_gb": round(estimate.fixed_bytes / GB, 3),
                 "per_image_gb": round(estimate.bytes_per_image / GB, 3),
@@ -75,19 +74,19 @@ def main() -> None:
                 f"(analysis {seconds:.0f} s)"
             )
     if args.check:
-        layer, config = "denseblock3", IBAConfig(unroll=device.platform != "cpu")
+        layer, unroll = "denseblock3", device.platform != "cpu"
         variables = net.init(jax.random.key(0))
         data = jax.random.normal(jax.random.key(1), (args.check, 224, 224, 3))
         stats = estimate_feature_stats(net, variables, [data], layer)
         before = peak_bytes(device)
-        maps, _ = iba(net, variables, stats, data, 0, config=config, key=jax.random.key(2))
+        maps, _ = iba(net, variables, stats, data, 0, unroll=unroll, key=jax.random.key(2))
         jax.block_until_ready(maps)
         measured = peak_bytes(device) - (0 if device.platform != "cpu" else before)
-        predicted = memory.iba_memory(net, layer, 224, config).bytes_for(args.check)
+        predicted = memory.iba_memory(net, layer, 224, unroll=unroll).bytes_for(args.check)
         figures["check"] = {
             "layer": layer,
             "images": args.check,
-            "unroll": config.unroll,
+            "unroll": unroll,
             "predicted_gb": round(predicted / GB, 3),
             "measured_peak_gb": round(measured / GB, 3),
         }

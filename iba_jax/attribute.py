@@ -16,7 +16,6 @@ smoothing σ = 1, min_std = 0.01, and the map read out from the capacity of the 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
@@ -65,6 +64,7 @@ from iba_jax.stats import FeatureStats
 __all__ = [  # the loop's and the checks' names that callers import from here
     "AttributionAux",
     "IBAConfig",
+    "ImagesPerCall",
     "check_images",
     "check_layer_stack",
     "optimise_alpha",
@@ -73,17 +73,40 @@ __all__ = [  # the loop's and the checks' names that callers import from here
 ]
 
 
+# How many images one compiled call takes: a number, "auto" (as many as fit in 80 % of the
+# device's free memory, ``memory.images_per_call``) or None (the whole batch at once).
+ImagesPerCall = int | Literal["auto"] | None
+
+
 # --------------------------------------------------------------------------- argument handling
 
 
+def check_run_arguments(unroll: bool, images_per_call: ImagesPerCall) -> None:
+    """Raises unless ``unroll`` is a bool and ``images_per_call`` a positive integer,
+    ``"auto"`` or None."""
+    if not isinstance(unroll, bool | np.bool_):
+        raise ValueError(f"unroll: expected True or False; got {unroll!r}.")
+    if images_per_call is None or images_per_call == "auto":
+        return
+    if (
+        isinstance(images_per_call, bool)
+        or not isinstance(images_per_call, int | np.integer)
+        or images_per_call <= 0
+    ):
+        raise ValueError(
+            "images_per_call: expected a positive integer, 'auto' or None; "
+            f"got {images_per_call!r}."
+        )
+
+
 def call_in_chunks(
-    compiled: Callable[..., Any], per_image: tuple[Any, ...], config: IBAConfig
+    compiled: Callable[..., Any], per_image: tuple[Any, ...], images_per_call: int | None
 ) -> Any:
-    """``compiled(*per_image)``, called on chunks of ``config.images_per_call`` images (every
-    leaf of ``per_image`` has the images on axis 0) and concatenated; at once when None."""
+    """``compiled(*per_image)``, called on chunks of ``images_per_call`` images (every leaf of
+    ``per_image`` has the images on axis 0) and concatenated; at once when None."""
     batch = jax.tree.leaves(per_image)[0].shape[0]
-    size = config.images_per_call  # "auto" is resolved before (attribute._run)
-    if not isinstance(size, int | np.integer) or batch <= size:
+    size = images_per_call
+    if size is None or batch <= size:
         return compiled(*per_image)
     parts = [
         compiled(*jax.tree.map(lambda a, i=i: a[i : i + size], per_image))
@@ -143,10 +166,13 @@ def _run(
     bottleneck: Bottleneck = iba_bottleneck,
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
+    unroll: bool = True,
+    images_per_call: ImagesPerCall = None,
 ) -> tuple[tuple[jax.Array, ...], tuple[AttributionAux, ...]]:
     checks.check_names("layer", layers, model.layer_names)
     check_images(model, images)
     check_optimizer(optimizer, config)
+    check_run_arguments(unroll, images_per_call)
     for layer_stats in stats:
         if not isinstance(layer_stats, FeatureStats):
             raise ValueError(
@@ -168,14 +194,16 @@ def _run(
         bottleneck=bottleneck,
         information=information,
         optimizer=optimizer,
+        unroll=bool(unroll),
     )
-    if config.images_per_call == "auto":
-        fitting = memory.images_per_call(model, layers, images.shape[1:3], config)
-        config = dataclasses.replace(config, images_per_call=fitting)
+    if images_per_call == "auto":
+        images_per_call = memory.images_per_call(
+            model, layers, images.shape[1:3], config, unroll=unroll
+        )
     maps, aux = call_in_chunks(
         lambda *per_image: compiled(*per_image, config),
         (jnp.asarray(images), targets, draws),
-        config,
+        images_per_call,
     )
     for layer, layer_maps, layer_aux in zip(layers, maps, aux, strict=True):
         check_losses(layer, layer_aux)
@@ -204,6 +232,8 @@ def attribute(
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
+    unroll: bool = True,
+    images_per_call: ImagesPerCall = None,
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
 ) -> tuple[jax.Array, AttributionAux]:
@@ -231,7 +261,14 @@ def attribute(
         scalar (default ``bottleneck.mean_capacity``, IBA's).
       optimizer: an optax transformation of α's gradient (build it once and reuse it);
         default Adam with ``config.learning_rate`` as torch computes it.
-      config: the method's settings.
+      config: the method's settings (its mathematics).
+      unroll: unroll the loop over steps when compiling: about 2x faster on XLA:CPU, at the
+        cost of compile time (see ``loop.optimise_alpha``). How it runs, not what it computes.
+      images_per_call: run the compiled program on chunks of this many images (the last chunk
+        may compile once more) instead of the whole batch at once. It bounds memory; on a
+        2-core CPU 4 images per call are also fastest per image (benchmarks/README.md).
+        ``"auto"``: as many as fit in 80 % of the device's free memory, from XLA's memory
+        analysis of the program (``iba_jax.memory``; two compilations on first use).
       key: a PRNG key (split per image), or one key per image ``(B,)``.
       noise: instead of ``key``, standard-normal draws ``(B, steps, samples, h, w, c)``.
 
@@ -258,6 +295,8 @@ def attribute(
         bottleneck=bottleneck,
         information=information,
         optimizer=optimizer,
+        unroll=unroll,
+        images_per_call=images_per_call,
     )
     return maps[0], aux[0]
 
@@ -274,6 +313,8 @@ def iba(
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
+    unroll: bool = True,
+    images_per_call: ImagesPerCall = None,
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
 ) -> tuple[jax.Array, AttributionAux]:
@@ -297,9 +338,8 @@ def iba(
       >>> variables = net.init(jax.random.key(0), 64)
       >>> data = jax.random.normal(jax.random.key(1), (16, 64, 64, 3))
       >>> stats = estimate_feature_stats(net, variables, [data], "denseblock3")
-      >>> rolled = IBAConfig(unroll=False)  # the paper's 10 steps; compiles in a fraction
-      >>> maps, aux = iba(net, variables, stats, data[:2], targets=[0, 2], config=rolled,
-      ...                 key=jax.random.key(2))
+      >>> maps, aux = iba(net, variables, stats, data[:2], targets=[0, 2],
+      ...                 unroll=False, key=jax.random.key(2))  # rolled: quick to compile
       >>> maps.shape, aux.loss.shape
       ((2, 64, 64), (2, 10))
     """
@@ -312,6 +352,8 @@ def iba(
         model_loss=model_loss,
         layer=layer,
         config=config,
+        unroll=unroll,
+        images_per_call=images_per_call,
         information=information,
         optimizer=optimizer,
         key=key,
@@ -332,6 +374,8 @@ def inverse_iba(
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
+    unroll: bool = True,
+    images_per_call: ImagesPerCall = None,
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
 ) -> tuple[jax.Array, AttributionAux]:
@@ -340,8 +384,8 @@ def inverse_iba(
     Minimises −min(model_loss(Z), bound) + β·capacity with Z = λε + (1 − λ)R (Khakzar et al.,
     2021): λ learns to remove the evidence. The model loss is capped at ``bound`` per sample
     before negation (see ``objectives.Negated``), so the objective has a floor. The other
-    arguments (``information``, ``optimizer``, ``config``, ``key``, ``noise``) are
-    :func:`attribute`'s.
+    arguments (``information``, ``optimizer``, ``config``, ``unroll``, ``images_per_call``,
+    ``key``, ``noise``) are :func:`attribute`'s.
 
     Example:
       >>> import jax
@@ -351,8 +395,7 @@ def inverse_iba(
       >>> variables = net.init(jax.random.key(0), 64)
       >>> data = jax.random.normal(jax.random.key(1), (16, 64, 64, 3))
       >>> stats = estimate_feature_stats(net, variables, [data], "denseblock3")
-      >>> rolled = IBAConfig(unroll=False)  # compiles in a fraction of the time
-      >>> maps, _ = inverse_iba(net, variables, stats, data[:1], 1, config=rolled,
+      >>> maps, _ = inverse_iba(net, variables, stats, data[:1], 1, unroll=False,
       ...                       key=jax.random.key(2))
       >>> maps.shape
       (1, 64, 64)
@@ -368,6 +411,8 @@ def inverse_iba(
         layer=layer,
         bottleneck=inverse_bottleneck,
         config=config,
+        unroll=unroll,
+        images_per_call=images_per_call,
         information=information,
         optimizer=optimizer,
         key=key,
@@ -391,6 +436,8 @@ def regression_iba(
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
+    unroll: bool = True,
+    images_per_call: ImagesPerCall = None,
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
 ) -> tuple[jax.Array, AttributionAux]:
@@ -400,8 +447,8 @@ def regression_iba(
     score of interest); ``"rm"`` −Φ(Z)² (regression maximisation; no targets); ``"deviation"``
     (Φ(Z) − Φ(X))², with Φ(X) the prediction on the clean image, computed once from the clean
     features (no targets). Φ includes the model's head (ReLU for a regression head). The other
-    arguments (``information``, ``optimizer``, ``config``, ``key``, ``noise``) are
-    :func:`attribute`'s.
+    arguments (``information``, ``optimizer``, ``config``, ``unroll``, ``images_per_call``,
+    ``key``, ``noise``) are :func:`attribute`'s.
 
     Example:
       >>> import jax
@@ -411,9 +458,8 @@ def regression_iba(
       >>> variables = net.init(jax.random.key(0), 64)
       >>> data = jax.random.normal(jax.random.key(1), (16, 64, 64, 3))
       >>> stats = estimate_feature_stats(net, variables, [data], "denseblock3")
-      >>> rolled = IBAConfig(unroll=False)  # compiles in a fraction of the time
       >>> maps, _ = regression_iba(net, variables, stats, data[:2], loss="deviation",
-      ...                          config=rolled, key=jax.random.key(2))
+      ...                          unroll=False, key=jax.random.key(2))
       >>> maps.shape
       (2, 64, 64)
     """
@@ -450,6 +496,8 @@ def regression_iba(
         information=information,
         optimizer=optimizer,
         config=config,
+        unroll=unroll,
+        images_per_call=images_per_call,
         key=key,
         noise=noise,
     )
@@ -488,6 +536,8 @@ def multilayer_iba(
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
+    unroll: bool = True,
+    images_per_call: ImagesPerCall = None,
     key: jax.Array | None = None,
     noise: Mapping[str, jax.Array] | None = None,
 ) -> MultiLayerResult:
@@ -516,9 +566,9 @@ def multilayer_iba(
       >>> data = jax.random.normal(jax.random.key(1), (16, 64, 64, 3))
       >>> layers = ("denseblock1", "denseblock2", "denseblock3")
       >>> stats = estimate_feature_stats(net, variables, [data], layers)
-      >>> quick = IBAConfig(steps=3, samples=2, unroll=False)  # fast to compile
+      >>> quick = IBAConfig(steps=3, samples=2)  # fast to compile, with unroll=False
       >>> result = multilayer_iba(net, variables, stats, data[:2], 0, config=quick,
-      ...                         key=jax.random.key(2))
+      ...                         unroll=False, key=jax.random.key(2))
       >>> result.map.shape, result.mask.dtype
       ((2, 64, 64), dtype('bool'))
     """
@@ -543,6 +593,8 @@ def multilayer_iba(
         noises=noises,
         information=information,
         optimizer=optimizer,
+        unroll=unroll,
+        images_per_call=images_per_call,
     )
     mask = jnp.ones(maps[0].shape, bool)
     for coarse in maps[1:]:

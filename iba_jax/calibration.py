@@ -80,8 +80,9 @@ def beta_sweep(
       >>> variables = net.init(jax.random.key(0), 64)
       >>> x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
       >>> stats = ij.estimate_feature_stats(net, variables, [x], "denseblock3")
-      >>> quick = ij.IBAConfig(steps=3, samples=2, unroll=False)
-      >>> run = lambda c: ij.iba(net, variables, stats, x, 0, config=c, key=jax.random.key(2))
+      >>> quick = ij.IBAConfig(steps=3, samples=2)
+      >>> run = lambda c: ij.iba(net, variables, stats, x, 0, config=c, unroll=False,
+      ...                        key=jax.random.key(2))
       >>> points = beta_sweep(run, [0.1, 10.0], quick)
       >>> [p.beta for p in points]
       [0.1, 10.0]

@@ -26,7 +26,13 @@ import numpy as np
 import optax
 from numpy.typing import ArrayLike
 
-from iba_jax.attribute import DEFAULT_MULTILAYER, call_in_chunks, check_losses, check_optimizer
+from iba_jax.attribute import (
+    DEFAULT_MULTILAYER,
+    call_in_chunks,
+    check_losses,
+    check_optimizer,
+    check_run_arguments,
+)
 from iba_jax.bottleneck import (
     Bottleneck,
     capacity,
@@ -88,6 +94,7 @@ def _coiba_one(
     bottleneck: Bottleneck,
     information: InformationTerm,
     optimizer: optax.GradientTransformation,
+    unroll: bool,
 ) -> tuple[jax.Array, AttributionAux]:
     first = priors[0]
     r = normalized_features(features, first.mean, first.std)
@@ -116,13 +123,13 @@ def _coiba_one(
         alpha0,
         keys,
         optimizer=optimizer,
-        unroll=config.unroll,
+        unroll=unroll,
         capacity_shape=features.shape,  # λ is shared by the channels, the capacity is not
     )
     return read_out(trajectory, r, first.active, config=config)
 
 
-_STATIC = ("model", "layers", "model_loss", "bottleneck", "information", "optimizer")
+_STATIC = ("model", "layers", "model_loss", "bottleneck", "information", "optimizer", "unroll")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -140,6 +147,7 @@ def _coiba_compiled(
     bottleneck: Bottleneck,
     information: InformationTerm,
     optimizer: optax.GradientTransformation | None,
+    unroll: bool,
 ) -> tuple[jax.Array, AttributionAux]:
     features = model.encode(variables, images, layers[0])
     shapes = tuple(
@@ -161,6 +169,7 @@ def _coiba_compiled(
         bottleneck=bottleneck,
         information=information,
         optimizer=optimizer_of(config, optimizer),
+        unroll=unroll,
     )
     cap, aux = jax.vmap(one, in_axes=(0, 0, 0, None))(features, targets, keys, priors)
     return to_bits_map(cap, images.shape[1:3]), aux
@@ -179,6 +188,8 @@ def coiba(
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
+    unroll: bool = True,
+    images_per_call: int | None = None,
     key: jax.Array | None = None,
 ) -> tuple[jax.Array, AttributionAux]:
     """CoIBA-style maps: one λ shared by several layers, KL at the first (see the module doc).
@@ -188,8 +199,9 @@ def coiba(
       layers: the target layers, in network order; the map has the first one's resolution
         before resizing. Later layers' resolutions must divide the first one's.
       key: a PRNG key (split per image), or one key per image.
-      bottleneck, information, optimizer: as :func:`iba_jax.attribute.attribute`'s; the
-        information term is of the first layer's capacity.
+      bottleneck, information, optimizer, unroll, images_per_call: as
+        :func:`iba_jax.attribute.attribute`'s (a number of images or None: no ``"auto"``);
+        the information term is of the first layer's capacity.
       See :func:`iba_jax.attribute.iba` for the others. ``aux.alpha`` and ``aux.lam`` have one
       channel (the shared damping).
 
@@ -203,17 +215,16 @@ def coiba(
       >>> data = jax.random.normal(jax.random.key(1), (16, 64, 64, 3))
       >>> layers = ("denseblock1", "denseblock2", "denseblock3")
       >>> stats = estimate_feature_stats(net, variables, [data], layers)
-      >>> quick = IBAConfig(steps=3, samples=2, unroll=False)  # fast to compile
-      >>> maps, aux = coiba(net, variables, stats, data[:2], 0, config=quick,
+      >>> quick = IBAConfig(steps=3, samples=2)  # fast to compile, with unroll=False
+      >>> maps, aux = coiba(net, variables, stats, data[:2], 0, config=quick, unroll=False,
       ...                   key=jax.random.key(2))
       >>> maps.shape, aux.lam.shape
       ((2, 64, 64), (2, 16, 16, 1))
     """
     layers = check_layer_stack(model, layers, stats)
-    if config.images_per_call == "auto":
-        raise ValueError(
-            "config.images_per_call: coiba takes a number of images per call; got 'auto'."
-        )
+    if images_per_call == "auto":
+        raise ValueError("images_per_call: coiba takes a number of images per call; got 'auto'.")
+    check_run_arguments(unroll, images_per_call)
     if len(layers) > 1:
         require(model, "run_between", "CoIBA at several layers")
     check_images(model, images)
@@ -230,11 +241,12 @@ def coiba(
         bottleneck=bottleneck,
         information=information,
         optimizer=optimizer,
+        unroll=bool(unroll),
     )
     maps, aux = call_in_chunks(
         lambda *per_image: compiled(*per_image, config),
         (jnp.asarray(images), targets, keys),
-        config,
+        images_per_call,
     )
     check_losses(layers[0], aux)
     if not np.all(np.isfinite(np.asarray(maps))):

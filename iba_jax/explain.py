@@ -312,7 +312,7 @@ def explain(
                 {layer: stats[layer] for layer in spec.layers(settings)}
             ),
             "method": method,
-            "settings": dataclasses.asdict(settings),
+            "settings": settings.determining(),
             "seed": seed,
         },
     )
@@ -389,7 +389,7 @@ def explain(
                     "unit": spec.unit,
                     "map_sum": float(m.sum()),
                     "total_bits": float(m.sum()) if spec.unit == "bits" else None,
-                    "settings": dataclasses.asdict(settings),
+                    "settings": settings.determining(),
                     "seed": seed,
                     "versions": versions,
                 }

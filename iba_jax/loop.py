@@ -64,14 +64,6 @@ class IBAConfig:
       readout: ``"last"`` reads the map from the capacity of the last evaluated λ (the
         reference), ``"final"`` from λ after the last update.
       return_capacity: also return the per-element capacity (nats) in the aux record.
-      unroll: unroll the loop over steps when compiling. XLA:CPU runs a rolled loop (a while
-        loop) about 2x slower than the unrolled one (benchmarks/attribution.py); unrolling costs
-        compile time (about 15 s for DenseNet-121), which ``unroll=False`` saves.
-      images_per_call: run the compiled function on chunks of this many images (the last chunk
-        may compile once more) instead of the whole batch at once. It bounds memory; on a
-        2-core CPU 4 images per call are also fastest per image (benchmarks/README.md).
-        ``"auto"``: as many as fit in 80 % of the device's free memory, from XLA's memory
-        analysis of the program (``iba_jax.memory``; two compilations on first use).
     """
 
     beta: float = 10.0
@@ -83,8 +75,6 @@ class IBAConfig:
     min_std: float = 0.01
     readout: Readout = "last"
     return_capacity: bool = False
-    unroll: bool = True
-    images_per_call: int | Literal["auto"] | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.beta) and self.beta >= 0):
@@ -100,18 +90,15 @@ class IBAConfig:
         if not np.isfinite(self.initial_alpha):
             raise ValueError(f"initial_alpha: expected a finite value; got {self.initial_alpha}.")
         checks.check_choice("readout", self.readout, ("last", "final"))
-        if self.images_per_call not in (None, "auto"):
-            checks.check_positive_int("images_per_call", self.images_per_call)
 
 
 def _flatten_config(config: IBAConfig) -> tuple[tuple[Any], IBAConfig]:
     # β is the only leaf (traced: a sweep over β compiles once), always float32 so that a Python
-    # float and a NumPy one give the same program; the rest is the static part, without the
-    # settings that act outside the compiled program.
+    # float and a NumPy one give the same program; the rest is the static part.
     beta: Any = config.beta
     if isinstance(beta, (int, float, np.number)):
         beta = np.float32(beta)
-    return (beta,), dataclasses.replace(config, beta=0.0, images_per_call=None)
+    return (beta,), dataclasses.replace(config, beta=0.0)
 
 
 def _unflatten_config(static: IBAConfig, leaves: tuple[Any]) -> IBAConfig:
@@ -210,7 +197,10 @@ def optimise_alpha(
       alpha0: the initial α.
       draws: one entry per step (a PRNG key or injected noise), passed to ``loss_fn``.
       optimizer: any optax transformation of α's gradient.
-      unroll: unroll the scan when compiling (see :class:`IBAConfig`).
+      unroll: unroll the scan over steps when compiling. XLA:CPU runs a rolled loop (a while
+        loop) about 2x slower than the unrolled one (benchmarks/attribution.py); unrolling
+        costs compile time (about 15 s for DenseNet-121), which ``unroll=False`` saves. It
+        changes how the loop runs, not what it computes.
       capacity_shape: the shape of the capacity ``loss_fn`` returns; α's by default.
 
     Returns:
@@ -275,6 +265,7 @@ def _optimise_one(
     bottleneck: Bottleneck,
     information: InformationTerm,
     optimizer: optax.GradientTransformation,
+    unroll: bool,
 ) -> tuple[jax.Array, AttributionAux]:
     """Optimises α for one image's ``features`` ``(h, w, c)``; returns (capacity, aux)."""
     r = normalized_features(features, prior.mean, prior.std)
@@ -292,7 +283,7 @@ def _optimise_one(
         return total, (model_term, info, cap)
 
     alpha0 = jnp.full(features.shape, config.initial_alpha, features.dtype)
-    trajectory = optimise_alpha(loss_fn, alpha0, draws, optimizer=optimizer, unroll=config.unroll)
+    trajectory = optimise_alpha(loss_fn, alpha0, draws, optimizer=optimizer, unroll=unroll)
     return read_out(trajectory, r, prior.active, config=config)
 
 
@@ -312,6 +303,7 @@ def _optimise_layer(
     bottleneck: Bottleneck,
     information: InformationTerm,
     optimizer: optax.GradientTransformation | None,
+    unroll: bool,
 ) -> tuple[jax.Array, AttributionAux]:
     """Maps ``(B, H, W)`` and aux for a batch of features of ``layer``."""
     feature_shape = tuple(features.shape[1:])
@@ -335,6 +327,7 @@ def _optimise_layer(
         bottleneck=bottleneck,
         information=information,
         optimizer=optimizer_of(config, optimizer),
+        unroll=unroll,
     )
     cap, aux = jax.vmap(one, in_axes=(0, 0, 0, None))(features, targets, draws, prior)
     return to_bits_map(cap, image_shape), aux
@@ -348,6 +341,7 @@ _STATIC = (
     "bottleneck",
     "information",
     "optimizer",
+    "unroll",
 )
 
 
@@ -367,12 +361,14 @@ def compiled_attribution(
     bottleneck: Bottleneck = iba_bottleneck,
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
+    unroll: bool = True,
 ) -> tuple[tuple[jax.Array, ...], tuple[AttributionAux, ...]]:
     """Encodes ``images`` once, then per layer optimises every image's bottleneck (``vmap``).
 
     ``config`` is a pytree whose only leaf is β: a sweep over β reuses the compilation. The
-    static arguments (the model, layers and the pluggable functions) must be hashable and equal
-    across calls for a call to reuse the compiled program. ``targets`` are ignored (pass None)
+    static arguments (the model, layers, the pluggable functions and ``unroll``, see
+    :func:`optimise_alpha`) must be hashable and equal across calls for a call to reuse the
+    compiled program. ``targets`` are ignored (pass None)
     when ``target_transform`` makes them from the clean outputs.
     """
     features = model.encode(variables, images, layers)
@@ -392,6 +388,7 @@ def compiled_attribution(
             bottleneck=bottleneck,
             information=information,
             optimizer=optimizer,
+            unroll=unroll,
         )
         for layer, layer_stats, layer_draws in zip(layers, stats, draws, strict=True)
     ]

@@ -10,7 +10,7 @@ feature maps: per image, about ``samples × tail activations``.
 ``iba_memory`` reads both numbers off XLA's own memory analysis of the compiled program for one
 and two images (abstract shapes: nothing is run or allocated), on the device that will run it:
 its buffer assignment is what the device allocates, fusion and rematerialisation included.
-``images_per_call`` divides a device's free memory by it; ``IBAConfig(images_per_call="auto")``
+``images_per_call`` divides a device's free memory by it; ``iba(..., images_per_call="auto")``
 uses it. The linear model predicts a third compilation (3 images) within 1 % for DenseNet-121.
 
 DenseNet-121 at 224 px, 10 samples, rolled loop, XLA:CPU (``benchmarks/memory.py``, figures in
@@ -75,6 +75,7 @@ def _compiled_bytes(
     layers: Sequence[str],
     image_size: ImageSize,
     config: IBAConfig,
+    unroll: bool,
     images: int,
     device: jax.Device,
 ) -> int:
@@ -106,6 +107,7 @@ def _compiled_bytes(
         model=model,
         layers=tuple(layers),
         model_loss=target_bce,
+        unroll=unroll,
     )
     analysis = lowered.compile().memory_analysis()
     if analysis is None:
@@ -119,9 +121,11 @@ def _compiled_bytes(
 
 
 @functools.lru_cache(maxsize=64)
-def _estimate(model, layers, image_size, program, device) -> MemoryEstimate:
+def _estimate(model, layers, image_size, program, unroll, device) -> MemoryEstimate:
     config = jax.tree.unflatten(program, [0.0])  # the program depends on all but β
-    one, two = (_compiled_bytes(model, layers, image_size, config, n, device) for n in (1, 2))
+    one, two = (
+        _compiled_bytes(model, layers, image_size, config, unroll, n, device) for n in (1, 2)
+    )
     return MemoryEstimate(fixed_bytes=max(0, 2 * one - two), bytes_per_image=two - one)
 
 
@@ -131,6 +135,7 @@ def iba_memory(
     image_size: ImageSize,
     config: IBAConfig | None = None,
     *,
+    unroll: bool = True,
     device: jax.Device | None = None,
 ) -> MemoryEstimate:
     """The device memory of IBA (any single- or multi-layer bottleneck) as XLA compiles it.
@@ -139,8 +144,9 @@ def iba_memory(
       model: the network.
       layers: the bottleneck layer(s) (several: Multi-layer IBA's one program).
       image_size: the input's side in pixels, or (height, width).
-      config: the ``IBAConfig`` (its samples, steps and ``unroll`` matter: XLA:CPU keeps
-        more buffers alive in an unrolled loop); the defaults when None.
+      config: the ``IBAConfig`` (its samples and steps matter); the defaults when None.
+      unroll: whether the loop is unrolled (XLA:CPU keeps more buffers alive in an unrolled
+        loop).
       device: the device that will run it (default: the first local one).
 
     Returns:
@@ -148,9 +154,11 @@ def iba_memory(
     """
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
     require(model, "abstract_variables", "the memory estimate (images_per_call='auto')")
-    program = jax.tree.structure(config or IBAConfig())  # the settings but β and chunking
+    program = jax.tree.structure(config or IBAConfig())  # the settings but β
     device = device or jax.local_devices()[0]
-    return _estimate(cast(AbstractModel, model), layers, _image_shape(image_size), program, device)
+    return _estimate(
+        cast(AbstractModel, model), layers, _image_shape(image_size), program, unroll, device
+    )
 
 
 def device_memory_bytes(device: jax.Device | None = None) -> int:
@@ -169,12 +177,13 @@ def images_per_call(
     image_size: ImageSize,
     config: IBAConfig | None = None,
     *,
+    unroll: bool = True,
     device: jax.Device | None = None,
     fraction: float = 0.8,
 ) -> int:
     """The most images one call fits in ``fraction`` of the device's memory (at least 1)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction: expected a share of memory in (0, 1]; got {fraction}.")
-    estimate = iba_memory(model, layers, image_size, config, device=device)
+    estimate = iba_memory(model, layers, image_size, config, unroll=unroll, device=device)
     budget = fraction * device_memory_bytes(device) - estimate.fixed_bytes
     return max(1, int(budget // max(1, estimate.bytes_per_image)))

@@ -26,6 +26,8 @@ from iba_jax import baselines, checks, lrp
 from iba_jax.attribute import (
     DEFAULT_MULTILAYER,
     IBAConfig,
+    ImagesPerCall,
+    check_run_arguments,
     iba,
     inverse_iba,
     multilayer_iba,
@@ -63,6 +65,9 @@ class MethodSettings:
       ig_steps: Integrated Gradients' quadrature points (zero baseline).
       grad_cam_layer: Grad-CAM's layer (norm5, as the paper's code; a ResNet's is layer4).
       lrp_rule: LRP's rule (``lrp.RULES``).
+      unroll, images_per_call: how the IBA family's compiled loop runs (see
+        ``attribute.attribute``): they change the time and memory of a run, not its maps, and
+        are left out of :meth:`determining`.
     """
 
     iba: IBAConfig = IBAConfig()
@@ -72,9 +77,12 @@ class MethodSettings:
     ig_steps: int = 32
     grad_cam_layer: str = "norm5"
     lrp_rule: str = "alpha1beta0"
+    unroll: bool = True
+    images_per_call: ImagesPerCall = None
 
     def __post_init__(self) -> None:
         checks.check_positive_int("ig_steps", self.ig_steps)
+        check_run_arguments(self.unroll, self.images_per_call)
         if isinstance(self.multilayer_layers, str) or len(self.multilayer_layers) < 2:
             raise ValueError(
                 f"multilayer_layers: expected a tuple of at least two layers; got "
@@ -89,6 +97,13 @@ class MethodSettings:
         for name, beta in self.betas:
             if not (isinstance(beta, float) and np.isfinite(beta) and beta > 0):
                 raise ValueError(f"betas: expected a finite float β > 0 for {name}; got {beta!r}.")
+
+    def determining(self) -> dict[str, object]:
+        """The settings that determine the maps, as plain values (what ``evaluate`` and
+        ``explain`` record beside their results and compare on resuming)."""
+        values = dataclasses.asdict(self)
+        del values["unroll"], values["images_per_call"]
+        return values
 
     def config_for(self, method: str) -> IBAConfig:
         """The IBA settings of ``method``: ``iba`` with its β from ``betas`` if given."""
@@ -119,22 +134,44 @@ def _no_layer(settings: MethodSettings) -> tuple[str, ...]:
     return ()
 
 
+def _run(settings: MethodSettings) -> dict:
+    return {"unroll": settings.unroll, "images_per_call": settings.images_per_call}
+
+
 def _iba(model, variables, stats, x, targets, key, settings, labels):
     layer, config = settings.iba_layer, settings.config_for("iba")
-    return iba(model, variables, stats[layer], x, targets, layer=layer, config=config, key=key)[0]
+    return iba(
+        model,
+        variables,
+        stats[layer],
+        x,
+        targets,
+        layer=layer,
+        config=config,
+        key=key,
+        **_run(settings),
+    )[0]
 
 
 def _inverse(model, variables, stats, x, targets, key, settings, labels):
     layer, config = settings.iba_layer, settings.config_for("inverse_iba")
     return inverse_iba(
-        model, variables, stats[layer], x, targets, layer=layer, config=config, key=key
+        model,
+        variables,
+        stats[layer],
+        x,
+        targets,
+        layer=layer,
+        config=config,
+        key=key,
+        **_run(settings),
     )[0]
 
 
 def _multilayer(model, variables, stats, x, targets, key, settings, labels):
     config, layers = settings.config_for("multilayer_iba"), settings.multilayer_layers
     return multilayer_iba(
-        model, variables, stats, x, targets, layers=layers, config=config, key=key
+        model, variables, stats, x, targets, layers=layers, config=config, key=key, **_run(settings)
     ).map
 
 
@@ -154,6 +191,7 @@ def _regression(loss):
             layer=layer,
             config=config,
             key=key,
+            **_run(settings),
         )[0]
 
     return method

@@ -42,14 +42,16 @@ RUNS = {
 }
 
 
-def replay(run, tiny_model, reference_stats, iba_reference, pool_before_conv=True, **config):
+def replay(
+    run, tiny_model, reference_stats, iba_reference, pool_before_conv=True, unroll=True, **config
+):
     net, variables = tiny_model
     net = dataclasses.replace(net, pool_before_conv=pool_before_conv)
     beta = float(iba_reference[run + "meta/beta"])
     noise = channels_last(iba_reference[run + "noise"])[None]
     x0 = channels_last(iba_reference["x0"])
     cfg = IBAConfig(beta=beta, return_capacity=True, **config)
-    return RUNS[run](net, variables, reference_stats, x0, noise=noise, config=cfg)
+    return RUNS[run](net, variables, reference_stats, x0, noise=noise, config=cfg, unroll=unroll)
 
 
 # Every run in torchvision's order of operations, with a rolled loop; the β = 10 runs also as
@@ -103,7 +105,7 @@ def test_final_readout_uses_the_last_lambda(tiny_model, reference_stats, iba_ref
 # loop forms, meet the reference above): a short rolled loop. It compiles in a fraction of the
 # unrolled loop's time, and at the tests' LLVM level 0 (conftest.py) each step of a rolled
 # loop runs several times slower than at the default level, so the steps are few.
-QUICK = IBAConfig(steps=3, samples=2, unroll=False)
+QUICK = IBAConfig(steps=3, samples=2)
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +127,17 @@ def test_a_feature_the_tail_ignores_ends_with_no_capacity(tiny_model, stats, ima
     params = jax.tree.map(lambda a: a, variables)
     kernel = params["params"]["transition3"]["conv"]["kernel"]
     params["params"]["transition3"]["conv"]["kernel"] = kernel.at[:, :, ignored, :].set(0.0)
-    cfg = IBAConfig(beta=0.1, steps=15, return_capacity=True, unroll=False)
-    _, aux = iba(net, params, stats["denseblock3"], images, 0, config=cfg, key=jax.random.key(0))
+    cfg = IBAConfig(beta=0.1, steps=15, return_capacity=True)
+    _, aux = iba(
+        net,
+        params,
+        stats["denseblock3"],
+        images,
+        0,
+        config=cfg,
+        unroll=False,
+        key=jax.random.key(0),
+    )
     s = stats["denseblock3"]
     features = net.encode(variables, images, "denseblock3")
     r = (features - s.mean[None]) / jnp.maximum(s.std, 0.01)[None]
@@ -150,7 +161,8 @@ def test_total_bits_fall_as_beta_grows_without_recompiling(tiny_model, stats, im
             images,
             0,
             model_loss=once,
-            config=IBAConfig(beta=beta, unroll=False),
+            config=IBAConfig(beta=beta),
+            unroll=False,
             key=key,
         )
         totals.append(float(maps.sum()))
@@ -161,7 +173,15 @@ def test_same_key_same_map_and_no_retrace(tiny_model, stats, images):
     net, variables = tiny_model
     once = chex.assert_max_traces(target_bce, n=1)  # fails if the loop is traced again
     run = lambda key, x=images: iba(
-        net, variables, stats["denseblock3"], x, 2, model_loss=once, config=QUICK, key=key
+        net,
+        variables,
+        stats["denseblock3"],
+        x,
+        2,
+        model_loss=once,
+        config=QUICK,
+        unroll=False,
+        key=key,
     )[0]
     a = run(jax.random.key(3))
     b = run(jax.random.key(3))
@@ -175,12 +195,18 @@ def test_vmap_over_images_equals_single_calls(tiny_model, stats, images):
     keys = jax.random.split(jax.random.key(5), 4)
     targets = jnp.array([0, 1, 2, 1])
     batched, aux = iba(
-        net, variables, stats["denseblock3"], images, targets, config=QUICK, key=keys
+        net, variables, stats["denseblock3"], images, targets, config=QUICK, unroll=False, key=keys
     )
     for i in range(4):
         one = (images[i : i + 1], targets[i])
         single, single_aux = iba(
-            net, variables, stats["denseblock3"], *one, config=QUICK, key=keys[i : i + 1]
+            net,
+            variables,
+            stats["denseblock3"],
+            *one,
+            config=QUICK,
+            unroll=False,
+            key=keys[i : i + 1],
         )
         np.testing.assert_allclose(single[0], batched[i], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(single_aux.loss[0], aux.loss[i], rtol=1e-5)
@@ -188,9 +214,16 @@ def test_vmap_over_images_equals_single_calls(tiny_model, stats, images):
 
 def test_jit_equals_no_jit(tiny_model, stats, images):
     net, variables = tiny_model
-    cfg = IBAConfig(steps=2, samples=2, unroll=False)
+    cfg = IBAConfig(steps=2, samples=2)
     run = lambda: iba(
-        net, variables, stats["denseblock3"], images[:1], 0, config=cfg, key=jax.random.key(6)
+        net,
+        variables,
+        stats["denseblock3"],
+        images[:1],
+        0,
+        config=cfg,
+        unroll=False,
+        key=jax.random.key(6),
     )[0]
     compiled = run()
     with jax.disable_jit():
@@ -200,30 +233,36 @@ def test_jit_equals_no_jit(tiny_model, stats, images):
 
 def test_a_composed_objective_is_what_the_loop_optimises(tiny_model, stats, images):
     net, variables = tiny_model
-    cfg = IBAConfig(steps=3, samples=2, unroll=False, beta=0.01)  # the model term matters
+    cfg = IBAConfig(steps=3, samples=2, beta=0.01)  # the model term matters
     two_findings = lambda logits, target: target_bce(logits, 2) + 0.5 * target_bce(logits, 1)
     key, st3 = jax.random.key(9), stats["denseblock3"]
     composed, aux = attribute(
-        net, variables, st3, images, 0, model_loss=two_findings, config=cfg, key=key
+        net, variables, st3, images, 0, model_loss=two_findings, config=cfg, unroll=False, key=key
     )
     # Step 0 evaluates λ = sigmoid(α₀ = 5) ≈ 0.993, nearly the clean features: its model term
     # is the composed loss of the clean logits.
     logits = net.apply(variables, images)
     expected = target_bce(logits, 2) + 0.5 * target_bce(logits, 1)
     np.testing.assert_allclose(aux.model_loss[:, 0], expected, rtol=2e-3)
-    plain, _ = iba(net, variables, st3, images, 2, config=cfg, key=key)
+    plain, _ = iba(net, variables, st3, images, 2, config=cfg, unroll=False, key=key)
     assert not np.allclose(composed, plain, rtol=1e-2)  # the second term moves the maps
     alone = lambda logits, target: target_bce(logits, 2)  # the first term alone is IBA
-    first, _ = attribute(net, variables, st3, images, 0, model_loss=alone, config=cfg, key=key)
+    first, _ = attribute(
+        net, variables, st3, images, 0, model_loss=alone, config=cfg, unroll=False, key=key
+    )
     np.testing.assert_allclose(first, plain, rtol=1e-5, atol=1e-8)
 
 
 def test_inverse_iba_differs_from_iba(tiny_model, stats, images):
     net, variables = tiny_model
-    cfg = IBAConfig(beta=0.01, unroll=False)
+    cfg = IBAConfig(beta=0.01)
     key = jax.random.key(10)
-    forward, _ = iba(net, variables, stats["denseblock3"], images, 0, config=cfg, key=key)
-    inverse, _ = inverse_iba(net, variables, stats["denseblock3"], images, 0, config=cfg, key=key)
+    forward, _ = iba(
+        net, variables, stats["denseblock3"], images, 0, config=cfg, unroll=False, key=key
+    )
+    inverse, _ = inverse_iba(
+        net, variables, stats["denseblock3"], images, 0, config=cfg, unroll=False, key=key
+    )
     assert np.all(np.isfinite(inverse))
     assert not np.allclose(forward, inverse, rtol=1e-2)
 
@@ -233,7 +272,7 @@ def test_regression_losses(tiny_model, stats, images):
     st3 = stats["denseblock3"]
     key = jax.random.key(11)
     clean = net.apply(variables, images)[:, 1]
-    quick = {"output": 1, "key": key, "config": QUICK}
+    quick = {"output": 1, "key": key, "config": QUICK, "unroll": False}
     deviation, _ = regression_iba(net, variables, st3, images, loss="deviation", **quick)
     mse_to_clean, _ = regression_iba(net, variables, st3, images, clean, **quick)
     np.testing.assert_allclose(deviation, mse_to_clean, rtol=1e-4, atol=1e-8)
@@ -241,8 +280,10 @@ def test_regression_losses(tiny_model, stats, images):
     assert rm.shape == (4, 64, 64) and np.all(np.isfinite(rm))
     # RM maximises the score: its model term −Φ(Z)² starts at the clean score's (λ ≈ 0.993)
     # and falls in every image when β leaves room.
-    cfg = IBAConfig(steps=10, samples=2, unroll=False, beta=0.01)
-    _, aux = regression_iba(net, variables, st3, images, loss="rm", output=1, key=key, config=cfg)
+    cfg = IBAConfig(steps=10, samples=2, beta=0.01)
+    _, aux = regression_iba(
+        net, variables, st3, images, loss="rm", output=1, key=key, config=cfg, unroll=False
+    )
     np.testing.assert_allclose(aux.model_loss[:, 0], -(clean**2), rtol=1e-2)
     assert np.all(aux.model_loss[:, -1] < aux.model_loss[:, 0])
     # A new but equal model object (every bundle.model is one) reuses each loss's program:
@@ -270,10 +311,20 @@ def test_multilayer_layer_maps_are_the_single_layer_maps(
     tiny_model, stats, images, multilayer_noise
 ):
     net, variables = tiny_model
-    result = multilayer_iba(net, variables, stats, images, 1, config=QUICK, noise=multilayer_noise)
+    result = multilayer_iba(
+        net, variables, stats, images, 1, config=QUICK, unroll=False, noise=multilayer_noise
+    )
     for layer, noise in multilayer_noise.items():
         single, _ = iba(
-            net, variables, stats[layer], images, 1, layer=layer, config=QUICK, noise=noise
+            net,
+            variables,
+            stats[layer],
+            images,
+            1,
+            layer=layer,
+            config=QUICK,
+            unroll=False,
+            noise=noise,
         )
         np.testing.assert_allclose(result.layer_maps[layer], single, rtol=1e-5, atol=1e-9)
 
@@ -289,6 +340,7 @@ def test_multilayer_iba_gates_the_finest_map(tiny_model, stats, images, multilay
         1,
         rule=rule,
         config=QUICK,
+        unroll=False,
         noise=multilayer_noise,
     )
     maps = result.layer_maps
@@ -415,6 +467,7 @@ def test_a_non_finite_loss_stops_the_attribution(tiny_model, stats, images):
             0,
             model_loss=blows_up,
             config=QUICK,
+            unroll=False,
             key=jax.random.key(0),
         )
     # Under a caller's jit nothing can raise: the maps are NaN, not a plausible picture.
@@ -427,6 +480,7 @@ def test_a_non_finite_loss_stops_the_attribution(tiny_model, stats, images):
             0,
             model_loss=blows_up,
             config=QUICK,
+            unroll=False,
             key=jax.random.key(0),
         )[0]
     )
@@ -484,7 +538,8 @@ def test_dead_channels_give_finite_maps(tiny_model, stats, images):
         dead,
         images,
         0,
-        config=IBAConfig(return_capacity=True, unroll=False),
+        config=IBAConfig(return_capacity=True),
+        unroll=False,
         key=jax.random.key(0),
     )
     assert np.all(np.isfinite(maps))
@@ -494,20 +549,29 @@ def test_dead_channels_give_finite_maps(tiny_model, stats, images):
 def test_chunks_of_images_equal_one_call(tiny_model, stats, images):
     net, variables = tiny_model
     key = jax.random.key(12)
-    whole, aux = iba(net, variables, stats["denseblock3"], images, 1, config=QUICK, key=key)
+    whole, aux = iba(
+        net, variables, stats["denseblock3"], images, 1, config=QUICK, unroll=False, key=key
+    )
     chunked, chunked_aux = iba(
         net,
         variables,
         stats["denseblock3"],
         images,
         1,
-        config=dataclasses.replace(QUICK, images_per_call=3),
+        config=QUICK,
+        unroll=False,
+        images_per_call=3,
         key=key,
     )
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(chunked_aux.loss, aux.loss, rtol=1e-5)
-    with pytest.raises(ValueError, match="images_per_call: expected a positive integer"):
-        IBAConfig(images_per_call=0)
+    for wrong in (0, 2.5, "many"):
+        with pytest.raises(
+            ValueError, match=r"images_per_call: expected a positive integer, 'auto' or None"
+        ):
+            iba(net, variables, stats["denseblock3"], images, 1, images_per_call=wrong, key=key)
+    with pytest.raises(ValueError, match="unroll: expected True or False; got 'no'"):
+        iba(net, variables, stats["denseblock3"], images, 1, unroll="no", key=key)
 
 
 def test_a_loss_marked_as_taking_a_class_index_gets_its_targets_checked(tiny_model, stats, images):
@@ -522,6 +586,7 @@ def test_a_loss_marked_as_taking_a_class_index_gets_its_targets_checked(tiny_mod
         targets,
         model_loss=loss,
         config=QUICK,
+        unroll=False,
         key=jax.random.key(0),
     )
     with pytest.raises(ValueError, match=r"targets: expected an index in \[0, 3\)"):
@@ -543,7 +608,7 @@ def test_the_information_term_is_a_function_of_the_capacity(tiny_model, stats, i
     net, variables = tiny_model
 
     def run(beta, **term):
-        cfg = IBAConfig(steps=3, samples=2, unroll=False, beta=beta)
+        cfg = IBAConfig(steps=3, samples=2, beta=beta)
         st3, key = stats["denseblock3"], jax.random.key(12)
         return attribute(
             net,
@@ -553,6 +618,7 @@ def test_the_information_term_is_a_function_of_the_capacity(tiny_model, stats, i
             0,
             model_loss=target_bce,
             config=cfg,
+            unroll=False,
             key=key,
             **term,
         )
@@ -567,15 +633,19 @@ def test_the_information_term_is_a_function_of_the_capacity(tiny_model, stats, i
     assert np.all(np.isfinite(squared)) and not np.allclose(squared, default, rtol=1e-3)
     # The named methods take the term too: the same identity through each of them.
     st3, key = stats["denseblock3"], jax.random.key(13)
-    at_beta, at_half = (IBAConfig(steps=3, samples=2, unroll=False, beta=b) for b in (0.1, 0.05))
+    at_beta, at_half = (IBAConfig(steps=3, samples=2, beta=b) for b in (0.1, 0.05))
     twice = {"information": twice_the_mean_capacity}
     for method, given in (
         (iba, {"targets": 1}),
         (inverse_iba, {"targets": 1}),
         (regression_iba, {"loss": "rm"}),
     ):
-        plain = method(net, variables, st3, images, config=at_beta, key=key, **given)[0]
-        doubled = method(net, variables, st3, images, config=at_half, key=key, **given, **twice)[0]
+        plain = method(net, variables, st3, images, config=at_beta, unroll=False, key=key, **given)[
+            0
+        ]
+        doubled = method(
+            net, variables, st3, images, config=at_half, unroll=False, key=key, **given, **twice
+        )[0]
         np.testing.assert_allclose(doubled, plain, rtol=1e-5, atol=1e-7, err_msg=method.__name__)
 
 
@@ -591,11 +661,20 @@ def signal_only(features, lam, eps):
 def test_the_bottleneck_form_is_pluggable(tiny_model, stats, images):
     net, variables = tiny_model
     st3, key = stats["denseblock3"], jax.random.key(14)
-    cfg = IBAConfig(steps=3, samples=2, unroll=False, beta=0.1)
+    cfg = IBAConfig(steps=3, samples=2, beta=0.1)
     run = lambda form, loss=target_bce, targets=1: attribute(
-        net, variables, st3, images, targets, model_loss=loss, bottleneck=form, config=cfg, key=key
+        net,
+        variables,
+        st3,
+        images,
+        targets,
+        model_loss=loss,
+        bottleneck=form,
+        config=cfg,
+        unroll=False,
+        key=key,
     )
-    default, _ = iba(net, variables, st3, images, 1, config=cfg, key=key)
+    default, _ = iba(net, variables, st3, images, 1, config=cfg, unroll=False, key=key)
     np.testing.assert_allclose(run(iba_rewritten)[0], default, rtol=1e-4, atol=1e-7)
     # The form is what the loop runs: with Z = R the model term is the clean loss at every step
     # while the information term alone closes the bottleneck.
@@ -615,7 +694,7 @@ def test_the_optimizer_is_pluggable(tiny_model, stats, images):
     net, variables = tiny_model
     st3, key = stats["denseblock3"], jax.random.key(15)
     run = lambda optimizer, cfg=QUICK: iba(
-        net, variables, st3, images, 1, optimizer=optimizer, config=cfg, key=key
+        net, variables, st3, images, 1, optimizer=optimizer, config=cfg, unroll=False, key=key
     )
     default, _ = run(None)
     np.testing.assert_array_equal(run(adam(QUICK.learning_rate))[0], default)
@@ -633,6 +712,7 @@ def test_the_optimizer_is_pluggable(tiny_model, stats, images):
             optimizer=frozen,
             information=once,
             config=QUICK,
+            unroll=False,
             key=key,
         )
     momentum, _ = run(optax.sgd(100.0, momentum=0.9))
@@ -652,7 +732,8 @@ def test_multilayer_takes_the_information_term_and_optimizer(tiny_model, stats, 
         stats,
         images,
         0,
-        config=IBAConfig(steps=3, samples=2, unroll=False, beta=beta),
+        config=IBAConfig(steps=3, samples=2, beta=beta),
+        unroll=False,
         key=key,
         **kw,
     )
@@ -671,6 +752,6 @@ def test_call_in_chunks_splits_by_any_integer_count():
     x = jnp.arange(5.0)
     for size in (2, np.int64(2)):  # a NumPy count chunks as an int does
         calls.clear()
-        out = call_in_chunks(compiled, (x,), IBAConfig(images_per_call=size))
+        out = call_in_chunks(compiled, (x,), size)
         np.testing.assert_array_equal(out, x * 2)
         assert calls == [2, 2, 1]

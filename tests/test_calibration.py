@@ -40,9 +40,10 @@ def test_a_sweep_trades_information_for_the_model_term_and_compiles_once(setting
         1,
         model_loss=counted_bce,
         config=config,
+        unroll=False,
         key=jax.random.key(3),
     )
-    config = IBAConfig(steps=6, samples=2, unroll=False)
+    config = IBAConfig(steps=6, samples=2)
     points = beta_sweep(run, [0.001, 0.1, 10.0], config, score=lambda maps: float(maps.sum()))
     assert len(traces) == 1  # β is traced: one compilation for the whole sweep
     assert [p.beta for p in points] == [0.001, 0.1, 10.0]
@@ -54,7 +55,7 @@ def test_a_sweep_trades_information_for_the_model_term_and_compiles_once(setting
     starts = np.array([p.information_start / p.beta for p in points])
     np.testing.assert_allclose(starts, starts[0], rtol=1e-5)
     assert points[0].model_start == pytest.approx(points[2].model_start, rel=1e-5)
-    maps, _ = run(IBAConfig(beta=10.0, steps=6, samples=2, unroll=False))
+    maps, _ = run(IBAConfig(beta=10.0, steps=6, samples=2))
     assert points[2].score == pytest.approx(float(maps.sum()), rel=1e-6)
     table = beta_markdown(points)
     assert table.count("\n") == 4 and "| 0.001 |" in table
@@ -76,7 +77,7 @@ def probe_iba(config):
 def test_a_flat_lambda_warns_and_a_spread_one_does_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, aux = probe_iba(IBAConfig(beta=0.001, unroll=False))  # β·information 0.31 vs 0.0186
+        _, aux = probe_iba(IBAConfig(beta=0.001))  # β·information 0.31 vs 0.0186
     assert np.all(lambda_range(aux.lam) > 0.5)  # the model term steers some α up, others down
     # β = 0.01: β·information starts 170 times above the model term; Adam moves every α alike.
     expected = (
@@ -84,7 +85,7 @@ def test_a_flat_lambda_warns_and_a_spread_one_does_not():
         r".* β·information was 3.13 nats against a model term of 0.0186\. Choose the layer"
     )
     with pytest.warns(FlatLambdaWarning, match=expected):
-        _, flat = probe_iba(IBAConfig(beta=0.01, unroll=False))
+        _, flat = probe_iba(IBAConfig(beta=0.01))
     assert np.all(lambda_range(flat.lam) < 0.04)
     # Under a caller's jit (or sharded), the program computes the range and a callback warns.
     traced = lambda a: warn_if_flat("cells", a, 0.01) or a.lam.sum()
@@ -101,14 +102,12 @@ def test_a_sweep_reports_the_lambda_range_without_warning_and_recommends_no_flat
     favour_large_beta = lambda maps: -float(maps.mean())  # fewer bits, higher score
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        points = beta_sweep(probe_iba, [0.001, 0.01], IBAConfig(unroll=False))
-        scored = beta_sweep(
-            probe_iba, [0.001, 0.01], IBAConfig(unroll=False), score=favour_large_beta
-        )
+        points = beta_sweep(probe_iba, [0.001, 0.01], IBAConfig())
+        scored = beta_sweep(probe_iba, [0.001, 0.01], IBAConfig(), score=favour_large_beta)
     spread, flat = points
     assert spread.lam_range > 0.5 and flat.lam_range < 0.04
     assert (spread.flat_images, flat.flat_images) == (0, 2)
-    _, aux = probe_iba(IBAConfig(beta=0.001, unroll=False))
+    _, aux = probe_iba(IBAConfig(beta=0.001))
     assert spread.lam_range == pytest.approx(float(lambda_range(aux.lam).mean()), rel=1e-6)
     # The flat β has the better score and the larger β, and is never recommended.
     assert scored[1].score > scored[0].score

@@ -34,22 +34,22 @@ def test_coiba_is_deterministic_and_beta_controls_the_bits(setup):
     key = jax.random.key(0)
     totals = []
     for beta in (0.01, 10.0):
-        cfg = IBAConfig(beta=beta, return_capacity=True, unroll=False)
-        maps, aux = coiba(net, variables, stats, images, 1, config=cfg, key=key)
+        cfg = IBAConfig(beta=beta, return_capacity=True)
+        maps, aux = coiba(net, variables, stats, images, 1, config=cfg, unroll=False, key=key)
         assert maps.shape == (2, 64, 64) and np.all(np.isfinite(maps))
         assert aux.lam.shape == (2, 16, 16, 1) and aux.capacity.shape == (2, 16, 16, 32)
         totals.append(float(maps.sum()))
-    again, _ = coiba(net, variables, stats, images, 1, config=cfg, key=key)
+    again, _ = coiba(net, variables, stats, images, 1, config=cfg, unroll=False, key=key)
     np.testing.assert_array_equal(again, maps)
     assert totals[0] > totals[1]
 
 
 def test_the_later_bottlenecks_change_the_optimisation(setup):
     net, variables, stats, images = setup
-    cfg, key = IBAConfig(beta=0.01, unroll=False), jax.random.key(1)
-    shared, aux = coiba(net, variables, stats, images, 1, config=cfg, key=key)
+    cfg, key = IBAConfig(beta=0.01), jax.random.key(1)
+    shared, aux = coiba(net, variables, stats, images, 1, config=cfg, unroll=False, key=key)
     first_only, aux1 = coiba(
-        net, variables, stats, images, 1, layers=LAYERS[:1], config=cfg, key=key
+        net, variables, stats, images, 1, layers=LAYERS[:1], config=cfg, unroll=False, key=key
     )
     # Same first-layer KL formula, but noise at the later layers changes the model term.
     assert not np.allclose(aux.model_loss, aux1.model_loss)
@@ -79,7 +79,8 @@ def test_coiba_is_built_from_the_pluggable_pieces(setup):
         stats,
         images,
         1,
-        config=IBAConfig(beta=beta, steps=3, samples=2, unroll=False),
+        config=IBAConfig(beta=beta, steps=3, samples=2),
+        unroll=False,
         key=key,
         **kw,
     )

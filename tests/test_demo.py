@@ -17,7 +17,7 @@ from iba_jax.cli import main
 from iba_jax.methods import METHODS, MethodSettings
 from iba_jax.pretrained import load_pretrained
 
-QUICK = MethodSettings(iba=IBAConfig(steps=2, samples=2, unroll=False), ig_steps=4)
+QUICK = MethodSettings(iba=IBAConfig(steps=2, samples=2), unroll=False, ig_steps=4)
 
 
 class Images(html.parser.HTMLParser):

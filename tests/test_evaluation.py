@@ -21,7 +21,7 @@ from iba_jax.stats import estimate_feature_stats
 
 # Fewer IBA steps and coarser insertion/deletion than the defaults: the same code, faster.
 QUICK = {
-    "settings": MethodSettings(iba=IBAConfig(steps=3, samples=2, unroll=False)),
+    "settings": MethodSettings(iba=IBAConfig(steps=3, samples=2), unroll=False),
     "pixels_per_step": 128 * 128 // 10,
     "sensitivity_samples": 4,
 }
@@ -96,7 +96,9 @@ def test_rows_summary_and_a_crash_resumed(setting, tmp_path):
         evaluation.evaluate(bundle, source, path, CONFIG, stats, progress=crash_after_two)
     partial = rows(path)
     assert 0 < len(partial) < len(expected)
-    batched = dataclasses.replace(CONFIG, cases_per_call=3)  # batching changes no value
+    # Neither batching nor chunking changes a value; the resumed run's record still matches.
+    chunked = dataclasses.replace(CONFIG.settings, images_per_call=2)
+    batched = dataclasses.replace(CONFIG, cases_per_call=3, settings=chunked)
     evaluation.evaluate(bundle, source, path, batched, stats)
     resumed = rows(path)
     assert resumed[: len(partial)] == partial  # finished rows kept, not recomputed

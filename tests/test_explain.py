@@ -116,7 +116,7 @@ def test_iba_records_total_bits_and_batching_does_not_change_maps(files, tmp_pat
     folder, _ = files
     bundle = load_pretrained("phantoms_cls")
     stats = load_stats(MODEL, ["denseblock3"])
-    settings = MethodSettings(iba=IBAConfig(steps=3, samples=2, unroll=False))
+    settings = MethodSettings(iba=IBAConfig(steps=3, samples=2), unroll=False)
     images = [str(folder / "scan.png"), str(folder / "scan_rgb.jpg"), str(folder / "scan.png")]
     inputs = explain.file_inputs(bundle, images)
     run = lambda out, batch: explain.explain(
@@ -209,7 +209,7 @@ def test_maps_do_not_depend_on_the_order_of_the_inputs(files, tmp_path):
     folder, _ = files
     bundle = load_pretrained("phantoms_cls")
     stats = load_stats(MODEL, ["denseblock3"])
-    settings = MethodSettings(iba=IBAConfig(steps=3, samples=2, unroll=False))
+    settings = MethodSettings(iba=IBAConfig(steps=3, samples=2), unroll=False)
     paths = [folder / "scan.png", folder / "scan_rgb.jpg"]
     for order, out in ((paths, "a"), (paths[::-1], "b")):
         inputs = explain.file_inputs(bundle, order)

@@ -10,36 +10,43 @@ from iba_jax.models import DenseNet, densenet_tiny
 from iba_jax.stats import estimate_feature_stats
 
 NET = DenseNet(densenet_tiny(in_channels=1))
-QUICK = IBAConfig(steps=2, samples=2, unroll=False)
+QUICK = IBAConfig(steps=2, samples=2)
 
 
 def test_memory_is_linear_in_the_images():
-    estimate = memory.iba_memory(NET, "denseblock3", 64, QUICK)
+    estimate = memory.iba_memory(NET, "denseblock3", 64, QUICK, unroll=False)
     assert estimate.bytes_per_image > 0 and estimate.fixed_bytes >= 0
-    three = memory._compiled_bytes(NET, ("denseblock3",), (64, 64), QUICK, 3, jax.devices()[0])
+    three = memory._compiled_bytes(
+        NET, ("denseblock3",), (64, 64), QUICK, False, 3, jax.devices()[0]
+    )
     assert estimate.bytes_for(3) == pytest.approx(three, rel=0.02)  # a third compilation
-    assert memory.iba_memory(NET, "denseblock3", (64, 64), QUICK) is estimate  # cached
+    assert (
+        memory.iba_memory(NET, "denseblock3", (64, 64), QUICK, unroll=False) is estimate
+    )  # cached
 
 
 def test_images_per_call_fill_the_given_share_of_the_device(monkeypatch):
     assert memory.device_memory_bytes() > 2**30  # this host's memory (CPU reports none)
-    estimate = memory.iba_memory(NET, "denseblock3", 64, QUICK)
+    estimate = memory.iba_memory(NET, "denseblock3", 64, QUICK, unroll=False)
     free = estimate.fixed_bytes + 10.5 * estimate.bytes_per_image
     monkeypatch.setattr(memory, "device_memory_bytes", lambda device=None: free)
-    assert memory.images_per_call(NET, "denseblock3", 64, QUICK, fraction=1.0) == 10
+    assert memory.images_per_call(NET, "denseblock3", 64, QUICK, unroll=False, fraction=1.0) == 10
     expected = int((0.5 * free - estimate.fixed_bytes) // estimate.bytes_per_image)
-    assert memory.images_per_call(NET, "denseblock3", 64, QUICK, fraction=0.5) == expected
+    assert (
+        memory.images_per_call(NET, "denseblock3", 64, QUICK, unroll=False, fraction=0.5)
+        == expected
+    )
     monkeypatch.setattr(memory, "device_memory_bytes", lambda device=None: 1)
-    assert memory.images_per_call(NET, "denseblock3", 64, QUICK) == 1  # never 0
+    assert memory.images_per_call(NET, "denseblock3", 64, QUICK, unroll=False) == 1  # never 0
     with pytest.raises(ValueError, match=r"fraction: expected a share of memory in \(0, 1\]"):
-        memory.images_per_call(NET, "denseblock3", 64, QUICK, fraction=1.5)
+        memory.images_per_call(NET, "denseblock3", 64, QUICK, unroll=False, fraction=1.5)
 
 
 def test_auto_images_per_call_gives_the_same_maps(monkeypatch):
     variables = NET.init(jax.random.key(0), 64)
     images = jax.random.uniform(jax.random.key(1), (5, 64, 64, 1))
     stats = estimate_feature_stats(NET, variables, [images], "denseblock3")
-    estimate = memory.iba_memory(NET, "denseblock3", 64, QUICK)
+    estimate = memory.iba_memory(NET, "denseblock3", 64, QUICK, unroll=False)
     fits_two = (estimate.fixed_bytes + 2.5 * estimate.bytes_per_image) / 0.8
     monkeypatch.setattr(memory, "device_memory_bytes", lambda device=None: fits_two)
     calls = []
@@ -47,11 +54,19 @@ def test_auto_images_per_call_gives_the_same_maps(monkeypatch):
     monkeypatch.setattr(
         memory, "images_per_call", lambda *a, **k: calls.append(chosen(*a, **k)) or calls[-1]
     )
-    run = lambda config: iba(
-        NET, variables, stats, images, [0, 1, 2, 0, 1], config=config, key=jax.random.key(2)
+    run = lambda **chunking: iba(
+        NET,
+        variables,
+        stats,
+        images,
+        [0, 1, 2, 0, 1],
+        config=QUICK,
+        unroll=False,
+        key=jax.random.key(2),
+        **chunking,
     )[0]
-    auto = run(IBAConfig(steps=2, samples=2, unroll=False, images_per_call="auto"))
+    auto = run(images_per_call="auto")
     assert calls == [2]
-    np.testing.assert_allclose(auto, run(QUICK), rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="images_per_call"):
-        IBAConfig(images_per_call="many")
+    np.testing.assert_allclose(auto, run(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="images_per_call: expected a positive integer, 'auto'"):
+        run(images_per_call="many")

@@ -1,5 +1,8 @@
 """The method registry: every method's maps, batching, and what each method needs."""
 
+import dataclasses
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from iba_jax.models import DenseNet, densenet_tiny
 from iba_jax.stats import estimate_feature_stats
 
 NET = DenseNet(densenet_tiny(in_channels=1))
-QUICK = methods.MethodSettings(iba=IBAConfig(steps=2, samples=1, unroll=False), ig_steps=4)
+QUICK = methods.MethodSettings(iba=IBAConfig(steps=2, samples=1), unroll=False, ig_steps=4)
 
 
 def method_inputs():
@@ -95,7 +98,7 @@ def test_the_layer_and_each_methods_beta_are_settings(setting):
     methods named (here the reference code's Inverse IBA) and no other."""
     variables, images, stats = setting
     settings = methods.MethodSettings(
-        iba=QUICK.iba, iba_layer="denseblock2", betas=methods.REFERENCE_BETAS
+        iba=QUICK.iba, iba_layer="denseblock2", betas=methods.REFERENCE_BETAS, unroll=False
     )
     assert methods.needed_layers(["iba", "inverse_iba"], settings) == ("denseblock2",)
     assert settings.config_for("inverse_iba").beta == 30.0 and settings.config_for("iba").beta == 10
@@ -104,7 +107,7 @@ def test_the_layer_and_each_methods_beta_are_settings(setting):
         maps = methods.attribution_maps(
             name, NET, variables, stats, images, [0, 2], key=key, settings=settings
         )
-        config = IBAConfig(beta=beta, steps=2, samples=1, unroll=False)
+        config = IBAConfig(beta=beta, steps=2, samples=1)
         direct, _ = fn(
             NET,
             variables,
@@ -113,6 +116,7 @@ def test_the_layer_and_each_methods_beta_are_settings(setting):
             [0, 2],
             layer="denseblock2",
             config=config,
+            unroll=False,
             key=key,
         )
         np.testing.assert_allclose(maps, direct, rtol=1e-5, atol=1e-7, err_msg=name)
@@ -127,6 +131,22 @@ def test_the_layer_and_each_methods_beta_are_settings(setting):
             key=key,
             settings=methods.MethodSettings(iba_layer="norm5"),
         )
+
+
+def test_how_the_loop_runs_is_not_a_setting_that_determines_the_maps(setting):
+    """unroll and images_per_call change time and memory, not the maps: they are left out of
+    what evaluate and explain record and compare on resuming; a wrong value is refused."""
+    variables, images, stats = setting
+    unrolled = dataclasses.replace(QUICK, unroll=True, images_per_call=1)
+    assert unrolled.determining() == QUICK.determining()
+    assert "unroll" not in json.dumps(QUICK.determining())
+    assert QUICK.determining() != dataclasses.replace(QUICK, ig_steps=8).determining()
+    run = lambda settings: methods.attribution_maps(
+        "iba", NET, variables, stats, images, [0, 2], key=jax.random.key(4), settings=settings
+    )
+    np.testing.assert_allclose(run(unrolled), run(QUICK), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="images_per_call: expected a positive integer"):
+        dataclasses.replace(QUICK, images_per_call=0)
 
 
 @pytest.mark.parametrize("name", ["iba", "multilayer_iba", "random"])

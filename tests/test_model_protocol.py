@@ -11,7 +11,7 @@ import iba_jax as ij
 from iba_jax.attribute import IBAConfig
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps
 
-QUICK = IBAConfig(steps=3, samples=2, unroll=False)
+QUICK = IBAConfig(steps=3, samples=2)
 LAYERS = ("block1", "block2")
 
 
@@ -73,7 +73,12 @@ def test_a_pair_of_functions_is_a_model(user_model):
 def test_every_method_runs_on_the_user_model(user_model):
     model, variables, stats, images = user_model
     settings = MethodSettings(
-        iba=QUICK, iba_layer="block2", multilayer_layers=LAYERS, grad_cam_layer="block2", ig_steps=4
+        iba=QUICK,
+        unroll=False,
+        iba_layer="block2",
+        multilayer_layers=LAYERS,
+        grad_cam_layer="block2",
+        ig_steps=4,
     )
     key = jax.random.key(2)
     for name in METHODS:
@@ -90,7 +95,7 @@ def test_every_method_runs_on_the_user_model(user_model):
         )
         assert maps.shape == (2, 32, 32) and np.all(np.isfinite(maps)), name
     maps, aux = ij.coiba(
-        model, variables, stats, images, 1, layers=("block2",), config=QUICK, key=key
+        model, variables, stats, images, 1, layers=("block2",), config=QUICK, unroll=False, key=key
     )
     assert maps.shape == (2, 32, 32) and aux.lam.shape == (2, 8, 8, 1)
 
@@ -98,8 +103,7 @@ def test_every_method_runs_on_the_user_model(user_model):
 def test_what_a_plain_model_lacks_is_refused_by_name(user_model):
     model, variables, stats, images = user_model
     with pytest.raises(ValueError, match=r"model: CoIBA at several layers needs the model's "):
-        ij.coiba(model, variables, stats, images, 1, layers=LAYERS, config=QUICK)
-    auto = IBAConfig(steps=2, samples=1, unroll=False, images_per_call="auto")
+        ij.coiba(model, variables, stats, images, 1, layers=LAYERS, config=QUICK, unroll=False)
     with pytest.raises(ValueError, match=r"needs the model's abstract_variables\(\)"):
         ij.iba(
             model,
@@ -108,7 +112,9 @@ def test_what_a_plain_model_lacks_is_refused_by_name(user_model):
             images,
             0,
             layer="block2",
-            config=auto,
+            config=QUICK,
+            unroll=False,
+            images_per_call="auto",
             key=jax.random.key(0),
         )
     with pytest.raises(
@@ -136,6 +142,10 @@ def test_a_densenet_behind_a_pair_of_functions_gives_its_own_maps(tiny_model):
     )
     key = jax.random.key(4)
     for method in (ij.iba, ij.inverse_iba):
-        direct = method(net, variables, stats, data[:2], [0, 2], config=QUICK, key=key)[0]
-        through = method(wrapped, variables, stats, data[:2], [0, 2], config=QUICK, key=key)[0]
+        direct = method(
+            net, variables, stats, data[:2], [0, 2], config=QUICK, unroll=False, key=key
+        )[0]
+        through = method(
+            wrapped, variables, stats, data[:2], [0, 2], config=QUICK, unroll=False, key=key
+        )[0]
         np.testing.assert_array_equal(through, direct)

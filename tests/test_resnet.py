@@ -21,7 +21,7 @@ from iba_jax.models.torch_import import StateDictMismatchError, variables_from_s
 
 FIXTURES = Path(__file__).parent / "data" / "torch_resnet"
 STAGES = ("layer1", "layer2", "layer3", "layer4")
-QUICK = ij.IBAConfig(steps=3, samples=2, unroll=False)
+QUICK = ij.IBAConfig(steps=3, samples=2)
 
 
 def recorded(name):
@@ -108,6 +108,7 @@ def test_every_method_runs_on_a_resnet(tiny_resnet):
     net, variables, stats, images = tiny_resnet
     settings = MethodSettings(
         iba=QUICK,
+        unroll=False,
         iba_layer="layer3",
         multilayer_layers=STAGES[:3],
         grad_cam_layer="layer4",
@@ -121,7 +122,7 @@ def test_every_method_runs_on_a_resnet(tiny_resnet):
         )
         assert maps.shape == (2, 64, 64) and np.all(np.isfinite(maps)), name
     maps, aux = ij.coiba(
-        net, variables, stats, images, 1, layers=STAGES[1:3], config=QUICK, key=key
+        net, variables, stats, images, 1, layers=STAGES[1:3], config=QUICK, unroll=False, key=key
     )
     assert maps.shape == (2, 64, 64) and aux.lam.shape == (2, 8, 8, 1)
 
@@ -174,6 +175,7 @@ def test_convert_torchxrayvision_resnet50_to_a_bundle_and_explain_with_it(tmp_pa
         7,
         layer="layer3",
         config=QUICK,
+        unroll=False,
         key=jax.random.key(6),
     )
     assert maps.shape == (1, 64, 64) and np.all(np.isfinite(maps))

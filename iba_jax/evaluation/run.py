@@ -143,12 +143,13 @@ def _check_settings(
 ):
     """Records the checksums of the model and its statistics and the settings its rows are
     computed with (process 0), or, resuming, refuses to mix rows of other weights, statistics
-    or settings into the file (methods, limit and cases per call may change: they choose rows
-    or batching, not values)."""
+    or settings into the file (methods, limit, cases per call and the settings' unroll and
+    images per call may change: they choose rows, batching or compilation, not values)."""
     recorded_path = settings_path(path)
     recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else {}
     values = dataclasses.asdict(config)
     del values["methods"], values["limit"], values["cases_per_call"]
+    values["settings"] = config.settings.determining()
     mine = {
         "model_sha256": bundle_checksum(bundle),
         # Per layer: a resumed run may add methods, and with them the statistics of more layers.
