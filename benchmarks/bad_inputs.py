@@ -638,7 +638,7 @@ def cases() -> list[Case]:
         Case(
             "cli",
             "the same folder, another method",
-            "were computed with another method",
+            "were computed with other method",
             cli(*EXPLAIN, "--method", "gradients", "--out", OUT),
         ),
         Case(

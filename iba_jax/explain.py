@@ -38,8 +38,8 @@ from iba_jax.data.preprocess import (
 )
 from iba_jax.methods import METHODS, MethodSettings, target_key
 from iba_jax.models import predict
-from iba_jax.records import append_row, read_rows, writable_folder, write_rows
-from iba_jax.runner import maps_per_call
+from iba_jax.records import read_rows, writable_folder, write_rows
+from iba_jax.runner import ResumableRows, check_determining, maps_per_call
 from iba_jax.stats import FeatureStats
 
 # Short names of the command line -> the methods' names.
@@ -211,27 +211,6 @@ def settings_path(out: Path) -> Path:
     return out / "explain.settings.json"
 
 
-def _check_settings(out: Path, record: dict[str, Any]) -> None:
-    """Records what the folder's maps are computed with (process 0), or refuses to add maps of
-    another model, statistics, method, settings or seed beside them."""
-    path = settings_path(out)
-    record = json.loads(json.dumps(record))  # as it reads back (tuples as lists)
-    if path.exists():
-        before = json.loads(path.read_text())
-        changed = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
-        if changed:
-            shown = lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) == 64 else repr(v)
-            raise ValueError(
-                f"out: the maps in {out} were computed with another "
-                f"{', '.join(changed)} ({'; '.join(f'{k}={shown(before.get(k))}' for k in changed)}"
-                "); explain into a new folder, or with the same model and settings."
-            )
-    elif jax.process_index() == 0:
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(record, indent=2, sort_keys=True))
-        partial.replace(path)
-
-
 def _names(
     inputs: Sequence[Input], identities: Mapping[int, str], earlier: Sequence[dict]
 ) -> Callable[[int], str]:
@@ -304,8 +283,8 @@ def explain(
     out = writable_folder(out)
     index = out / INDEX
     spec = METHODS[method]
-    _check_settings(
-        out,
+    check_determining(
+        settings_path(out),
         {
             "model_sha256": bundle_checksum(bundle),
             "stats_sha256": stats_checksum(
@@ -315,8 +294,12 @@ def explain(
             "settings": settings.determining(),
             "seed": seed,
         },
+        argument="out",
+        subject=f"the maps in {out}",
+        advice="explain into a new folder, or with the same model and settings.",
     )
-    earlier = distributed.all_rows(index)
+    rows = ResumableRows(index)
+    earlier = rows.earlier
     done = {_index_key(row) for row in earlier if not row["error"]}
     mine = list(distributed.process_share(len(inputs)))
     identities: dict[int, str] = {}
@@ -325,7 +308,6 @@ def explain(
     base_key = jax.random.key(seed)
     result = ExplainResult()
     versions = _versions()
-    part = distributed.part_path(index)
     fields = dict.fromkeys(
         ("name", "target", "target_name", "chosen_by", "map_sum", "record", "error"), ""
     )
@@ -333,7 +315,7 @@ def explain(
     def add_row(position: int, **values: Any) -> None:
         origin = inputs[position].origin
         entry = {"input": origin, "identity": identities.get(position, ""), "method": method}
-        append_row(part, {**entry, **fields, **values})
+        rows.append({**entry, **fields, **values})
 
     batches = [mine[s : s + batch_size] for s in range(0, len(mine), batch_size)]
     for batch in progress(iter(batches)):
@@ -407,19 +389,14 @@ def explain(
                     map_sum=record["map_sum"],
                     record=written.name,
                 )
-    distributed.barrier(f"explain {index}: rows written")
-    if jax.process_index() == 0:
-        if distributed.part_files(index):
-            position = {inputs[i].origin: i for i in range(len(inputs))}
-            distributed.merge_records(
-                index,
-                lambda r: (*_index_key(r), r["error"]),
-                [inputs[i].origin for i in range(len(inputs))],
-                order=lambda r: position.get(r["input"], -1),
-                covers=lambda r: r["input"],
-            )
-        _tidy(index)
-    distributed.barrier(f"explain {index}: merged")
+    position = {inputs[i].origin: i for i in range(len(inputs))}
+    rows.finish(
+        key=lambda r: (*_index_key(r), r["error"]),
+        expected=lambda: position,
+        order=lambda r: position.get(r["input"], -1),
+        covers=lambda r: r["input"],
+        then=_tidy,
+    )
     return result
 
 

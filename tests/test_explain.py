@@ -201,7 +201,7 @@ def test_resuming_is_keyed_on_what_determines_the_map(files, tmp_path, capsys):
     ):
         assert explaining(folder / "scan.png", method=method, model=model) == 2
         err = capsys.readouterr().err
-        assert f"were computed with another {changed}" in err and "explain into a new folder" in err
+        assert f"were computed with other {changed}" in err and "explain into a new folder" in err
         assert len(err.strip().splitlines()) == 1
 
 

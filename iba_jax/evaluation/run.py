@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,8 +27,7 @@ from iba_jax.evaluation.cases import Case, cases
 from iba_jax.evaluation.scoring import case_scores, check_columns
 from iba_jax.methods import METHODS, MethodSettings, target_key
 from iba_jax.metrics import localisation
-from iba_jax.records import append_row
-from iba_jax.runner import maps_per_call
+from iba_jax.runner import ResumableRows, check_determining, maps_per_call
 from iba_jax.stats import FeatureStats
 
 CLASSIFICATION_METHODS = (
@@ -140,43 +138,28 @@ def _check_settings(
     bundle: ModelBundle,
     config: EvaluationConfig,
     stats: dict[str, FeatureStats],
-):
+) -> None:
     """Records the checksums of the model and its statistics and the settings its rows are
-    computed with (process 0), or, resuming, refuses to mix rows of other weights, statistics
-    or settings into the file (methods, limit, cases per call and the settings' unroll and
-    images per call may change: they choose rows, batching or compilation, not values)."""
-    recorded_path = settings_path(path)
-    recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else {}
+    computed with, or, resuming, refuses to mix rows of other weights, statistics or settings
+    into the file (``runner.check_determining``; methods, limit, cases per call and the
+    settings' unroll and images per call may change: they choose rows, batching or
+    compilation, not values)."""
     values = dataclasses.asdict(config)
     del values["methods"], values["limit"], values["cases_per_call"]
     values["settings"] = config.settings.determining()
-    mine = {
-        "model_sha256": bundle_checksum(bundle),
-        # Per layer: a resumed run may add methods, and with them the statistics of more layers.
-        **{f"stats_sha256/{layer}": stats_checksum({layer: stats[layer]}) for layer in stats},
-        **values,
-    }
-    mine = json.loads(json.dumps(mine))  # as it reads back (tuples as lists)
-    before = recorded.get(model_name, {})
-    # A layer's statistics are compared only where both runs used that layer.
-    compared = {
-        k
-        for k in (set(before) | set(mine) if before else ())
-        if not k.startswith("stats_sha256/") or (k in before and k in mine)
-    }
-    changed = sorted(k for k in compared if before.get(k) != mine.get(k))
-    if changed:
-        raise ValueError(
-            f"results: the rows of model {model_name!r} in {path} were computed with other "
-            f"{', '.join(changed)} ({', '.join(f'{k}={before.get(k)!r}' for k in changed)}"
-            "); evaluate into a new file, or with the same model and settings."
-        )
-    if jax.process_index() != 0 or set(mine) <= set(before):
-        return
-    recorded[model_name] = {**mine, **before}
-    partial = recorded_path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(recorded, indent=2, sort_keys=True))
-    partial.replace(recorded_path)
+    check_determining(
+        settings_path(path),
+        {
+            "model_sha256": bundle_checksum(bundle),
+            # Per layer: a resumed run may add methods, and with them more layers.
+            **{f"stats_sha256/{layer}": stats_checksum({layer: stats[layer]}) for layer in stats},
+            **values,
+        },
+        argument="results",
+        subject=f"the rows of model {model_name!r} in {path}",
+        advice="evaluate into a new file, or with the same model and settings.",
+        entry=model_name,
+    )
 
 
 def _row_key(row: dict[str, Any]) -> tuple[str, int, int, str]:
@@ -230,8 +213,8 @@ def evaluate(
     path.parent.mkdir(parents=True, exist_ok=True)
     check_columns(path)
     _check_settings(path, model_name, bundle, config, stats)
-    done = {_row_key(row) for row in distributed.all_rows(path)}
-    out = distributed.part_path(path)
+    rows = ResumableRows(path)
+    done = {_row_key(row) for row in rows.earlier}
     count = len(source) if config.limit is None else min(config.limit, len(source))
     pending: list[_Pending] = []
     for index in progress(iter(distributed.process_share(count))):
@@ -248,23 +231,23 @@ def evaluate(
             )
             pending += [_Pending(case, method, x) for case, method in todo]
         if len(pending) >= config.cases_per_call * len(config.methods):
-            _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh)
+            _evaluate_cases(bundle, stats, config, pending, model_name, rows, mesh)
             pending = []
-    _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh)
-    distributed.barrier(f"evaluate {path} {model_name}: rows written")
-    if jax.process_index() == 0 and distributed.part_files(path):
-        expected = [
+    _evaluate_cases(bundle, stats, config, pending, model_name, rows, mesh)
+    rows.finish(
+        key=_row_key,
+        expected=lambda: (
             (model_name, index, case.target, method)
             for index in range(count)
             for case in cases(source[index], index, bundle.label_names)
             for method in config.methods
-        ]
-        distributed.merge_records(path, _row_key, expected, order=lambda r: int(r["index"]))
-    distributed.barrier(f"evaluate {path} {model_name}: merged")
+        ),
+        order=lambda r: int(r["index"]),
+    )
     return path
 
 
-def _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh) -> None:
+def _evaluate_cases(bundle, stats, config, pending, model_name, rows, mesh) -> None:
     """Maps for the ``pending`` cases, ``cases_per_call`` at a time per method
     (``runner.maps_per_call``), then one row per case in the given order."""
     base_key = jax.random.key(config.seed)
@@ -304,4 +287,4 @@ def _evaluate_cases(bundle, stats, config, pending, model_name, out, mesh) -> No
             **scores,
             "seconds": round(seconds[i] + time.perf_counter() - began, 4),
         }
-        append_row(out, row)
+        rows.append(row)
