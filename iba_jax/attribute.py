@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +76,7 @@ __all__ = [  # the loop's and the checks' names that callers import from here
 # How many images one compiled call takes: a number, "auto" (as many as fit in 80 % of the
 # device's free memory, ``memory.images_per_call``) or None (the whole batch at once).
 ImagesPerCall = int | Literal["auto"] | None
+Outputs = TypeVar("Outputs")  # a pytree of arrays with the images on axis 0
 
 
 # --------------------------------------------------------------------------- argument handling
@@ -100,8 +101,8 @@ def check_run_arguments(unroll: bool, images_per_call: ImagesPerCall) -> None:
 
 
 def call_in_chunks(
-    compiled: Callable[..., Any], per_image: tuple[Any, ...], images_per_call: int | None
-) -> Any:
+    compiled: Callable[..., Outputs], per_image: tuple[object, ...], images_per_call: int | None
+) -> Outputs:
     """``compiled(*per_image)``, called on chunks of ``images_per_call`` images (every leaf of
     ``per_image`` has the images on axis 0) and concatenated; at once when None."""
     batch = jax.tree.leaves(per_image)[0].shape[0]

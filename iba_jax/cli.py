@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, cast
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from iba_jax import checks, demo, distributed, evaluation, explain, methods, sharding
@@ -118,7 +119,7 @@ def _model_inputs_of(bundle: ModelBundle, images: np.ndarray) -> jax.Array:
     return bundle.input_spec.normalize(unit_range(images, bundle.config.in_channels))
 
 
-def _check_image_size(bundle: ModelBundle, source: Any, name: str) -> None:
+def _check_image_size(bundle: ModelBundle, source: building.DataSource, name: str) -> None:
     size = source[0]["image"].shape[0]
     if size != bundle.input_spec.image_size:
         raise ValueError(
@@ -127,7 +128,7 @@ def _check_image_size(bundle: ModelBundle, source: Any, name: str) -> None:
         )
 
 
-def _split_of(args: argparse.Namespace) -> Any:
+def _split_of(args: argparse.Namespace) -> building.DataSource:
     """The data set split of a command (built first if needed, by process 0 of a job)."""
     if jax.process_index() == 0:
         building.build(
@@ -139,7 +140,7 @@ def _split_of(args: argparse.Namespace) -> Any:
     )
 
 
-def _bundle_and_split(args: argparse.Namespace) -> tuple[ModelBundle, Any]:
+def _bundle_and_split(args: argparse.Namespace) -> tuple[ModelBundle, building.DataSource]:
     """The model bundle and the data set split (built first if needed) of a command."""
     bundle = load_bundle(args.model)
     source = _split_of(args)
@@ -168,7 +169,7 @@ def _estimate(args: argparse.Namespace) -> None:
     )
 
 
-def _model_and_split(args: argparse.Namespace) -> tuple[Path, ModelBundle, Any]:
+def _model_and_split(args: argparse.Namespace) -> tuple[Path, ModelBundle, building.DataSource]:
     """The model's folder (a shipped name resolved), its bundle and the data set split."""
     folder = model_dir(args.model)
     bundle = load_bundle(folder)
@@ -185,7 +186,9 @@ class _GroundTruth(NamedTuple):
     images: jax.Array  # the cases' images, as model inputs
 
 
-def _ground_truth_of(bundle: ModelBundle, source: Any, limit: int | None) -> _GroundTruth:
+def _ground_truth_of(
+    bundle: ModelBundle, source: building.DataSource, limit: int | None
+) -> _GroundTruth:
     count = min(limit or len(source), len(source))
     cases, pixels = [], []
     for index in range(count):
@@ -312,7 +315,7 @@ def _join_job(args: argparse.Namespace) -> None:
         )
 
 
-def _local_mesh_if_several() -> Any:
+def _local_mesh_if_several() -> Mesh | None:
     """All local devices as a mesh when there are several; None for one."""
     return sharding.local_mesh() if jax.local_device_count() > 1 else None
 

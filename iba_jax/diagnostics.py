@@ -22,11 +22,12 @@ import functools
 import sys
 import types
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 
 if TYPE_CHECKING:
     from iba_jax.attribute import AttributionAux
@@ -73,7 +74,9 @@ def warn_if_flat(layer: str, aux: AttributionAux, beta: float) -> None:
         _warn(layer, beta, lambda_range(aux.lam), *starts)
 
 
-def _warn(layer: str, beta: float, spans: Any, model: Any, information: Any) -> None:
+def _warn(
+    layer: str, beta: float, spans: ArrayLike, model: ArrayLike, information: ArrayLike
+) -> None:
     spans = np.asarray(spans)
     flat = np.flatnonzero(spans < FLAT_LAMBDA)
     if not flat.size:

@@ -27,6 +27,7 @@ from jax.sharding import Mesh
 
 from iba_jax import distributed, report_plots
 from iba_jax.bundle import ModelBundle, bundle_checksum, stats_checksum
+from iba_jax.data.building import DataSource
 from iba_jax.data.preprocess import (
     UnreadableImageError,
     grayscale,
@@ -161,7 +162,7 @@ def file_inputs(bundle: ModelBundle, paths: Sequence[str | os.PathLike[str]]) ->
     ]
 
 
-def dataset_inputs(source: Sequence[dict[str, Any]], split: str, origin: str) -> list[Input]:
+def dataset_inputs(source: DataSource, split: str, origin: str) -> list[Input]:
     """The examples of a data set split (their stored ``image``), named ``SPLIT_NNNNNN`` by
     their index; ``origin`` names the data set (e.g. ``cxr_phantoms/classification_128``)."""
     inputs = []
@@ -173,7 +174,7 @@ def dataset_inputs(source: Sequence[dict[str, Any]], split: str, origin: str) ->
     return inputs
 
 
-def _stored(source: Sequence[dict[str, Any]], i: int, where: str) -> tuple[str, Any]:
+def _stored(source: DataSource, i: int, where: str) -> tuple[str, np.ndarray]:
     """A data set example's identity (where it is) and its stored image."""
     return where, source[i]["image"]
 

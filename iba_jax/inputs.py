@@ -10,7 +10,6 @@ caller's ``jit`` (traced values) the value checks are skipped and the maps come 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +48,7 @@ def check_layer_stack(
     return layers
 
 
-def is_concrete(x: Any) -> bool:
+def is_concrete(x: object) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 

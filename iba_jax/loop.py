@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.typing import DTypeLike
-from numpy.typing import ArrayLike
 
 from iba_jax import checks
 from iba_jax.bottleneck import (
@@ -256,7 +255,7 @@ def is_injected(draws: jax.Array) -> bool:
 def _optimise_one(
     tail: Callable[[jax.Array], jax.Array],
     features: jax.Array,
-    target: Any,
+    target: jax.Array,
     draws: jax.Array,
     prior: Prior,
     *,
@@ -293,7 +292,7 @@ def _optimise_layer(
     layer: str,
     features: jax.Array,
     stats: FeatureStats,
-    targets: ArrayLike,
+    targets: jax.Array | None,
     draws: jax.Array,
     image_shape: tuple[int, ...],
     *,
@@ -318,6 +317,11 @@ def _optimise_layer(
     tail = functools.partial(model.decode, variables, layer=layer)
     if target_transform is not None:  # e.g. the Deviation loss's Φ(X), computed once
         targets = target_transform(jax.lax.stop_gradient(tail(features)))
+    if targets is None:
+        raise ValueError(
+            "targets: expected one target per image; got None (only a target_transform makes "
+            "the targets from the clean outputs)."
+        )
     prior = prior_of(stats, config.min_std, features.dtype)
     one = functools.partial(
         _optimise_one,
@@ -350,7 +354,7 @@ def compiled_attribution(
     variables: Variables,
     stats: tuple[FeatureStats, ...],
     images: jax.Array,
-    targets: ArrayLike,
+    targets: jax.Array | None,
     draws: tuple[jax.Array, ...],
     config: IBAConfig,
     *,

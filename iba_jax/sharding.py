@@ -14,12 +14,14 @@ lands on nor on the batch around it, so a sharded run gives the single-device ma
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
+
+PerImage = TypeVar("PerImage")  # a pytree of arrays with the images on axis 0
 
 IMAGE_AXIS = "images"
 
@@ -32,7 +34,7 @@ def local_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(devices), (IMAGE_AXIS,))
 
 
-def check_mesh(mesh: Any) -> None:
+def check_mesh(mesh: object) -> None:
     """``mesh`` must be a ``Mesh`` with the image axis (see ``local_mesh``)."""
     if not isinstance(mesh, Mesh) or IMAGE_AXIS not in mesh.axis_names:
         raise ValueError(
@@ -41,7 +43,7 @@ def check_mesh(mesh: Any) -> None:
         )
 
 
-def pad_images(per_image: Any, multiple: int) -> Any:
+def pad_images(per_image: PerImage, multiple: int) -> PerImage:
     """Every leaf of ``per_image`` (images on axis 0) padded to a multiple of ``multiple``
     images with copies of its last image."""
     count = jax.tree.leaves(per_image)[0].shape[0]

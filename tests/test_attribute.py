@@ -20,6 +20,7 @@ from iba_jax.attribute import (
     regression_iba,
 )
 from iba_jax.bottleneck import capacity, iba_bottleneck, mean_capacity
+from iba_jax.loop import compiled_attribution
 from iba_jax.maps import binarize
 from iba_jax.objectives import (
     CleanPrediction,
@@ -755,3 +756,22 @@ def test_call_in_chunks_splits_by_any_integer_count():
         out = call_in_chunks(compiled, (x,), size)
         np.testing.assert_array_equal(out, x * 2)
         assert calls == [2, 2, 1]
+
+
+def test_the_compiled_loop_refuses_missing_targets_without_a_target_transform(
+    tiny_model, stats, images
+):
+    net, variables = tiny_model
+    keys = jax.random.split(jax.random.key(0), (len(images), 2))  # per image, per step
+    with pytest.raises(ValueError, match="targets: expected one target per image; got None"):
+        compiled_attribution(
+            variables,
+            (stats["denseblock3"],),
+            images,
+            None,
+            (keys,),
+            IBAConfig(steps=2, samples=1),
+            model=net,
+            layers=("denseblock3",),
+            model_loss=target_bce,
+        )

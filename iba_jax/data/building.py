@@ -45,6 +45,8 @@ BUILDER_MODULES = {
 BAD_IMAGE_POLICIES = ("fail", "skip")
 _LOG = logging.getLogger(__name__)
 
+DataSource = Sequence[dict[str, Any]]  # a split's examples by index, as numpy values
+
 
 class _WithoutOpenCvAdvice(logging.Filter):
     """Drops TFDS' advice to install OpenCV, logged on every first read of an image: PIL
@@ -208,7 +210,7 @@ def data_source(
     *,
     data_dir: str | os.PathLike[str],
     config: str | tfds.core.BuilderConfig | None = None,
-) -> Sequence[dict[str, Any]]:
+) -> DataSource:
     """Random access to a built split: ``source[i]`` is one example as numpy values."""
     builder = builder_class(name)(config=config, data_dir=os.fspath(data_dir))
     if not builder.is_prepared():
@@ -228,7 +230,7 @@ class NotBuiltError(FileNotFoundError):
 
 
 def numpy_batches(
-    source: Sequence[dict[str, Any]],
+    source: DataSource,
     batch_size: int,
     *,
     seed: int | None = None,

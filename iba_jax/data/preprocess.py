@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import PIL
 import PIL.Image
+from numpy.typing import ArrayLike
 
 from iba_jax import checks
 
@@ -67,7 +68,7 @@ def normalize(x01: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
     return (x01 - shift) / scale
 
 
-def unit_range(images: Any, channels: int) -> jax.Array:
+def unit_range(images: ArrayLike, channels: int) -> jax.Array:
     """Stored uint8 images ``(N, H, W, 1 or C)`` -> float32 pixels in [0, 1] with ``channels``
     channels (a grayscale channel is repeated for RGB models); works under ``jax.jit``."""
     x = jnp.asarray(images).astype(jnp.float32) / 255.0

@@ -22,6 +22,7 @@ from iba_jax.bundle import (
     stats_checksum,
     stats_layers,
 )
+from iba_jax.data.building import DataSource
 from iba_jax.data.preprocess import unit_range
 from iba_jax.evaluation.cases import Case, cases
 from iba_jax.evaluation.scoring import case_scores, check_columns
@@ -174,7 +175,7 @@ class _Pending(NamedTuple):
 
 def evaluate(
     bundle: ModelBundle,
-    source: Sequence[dict[str, Any]],
+    source: DataSource,
     results: str | os.PathLike[str],
     config: EvaluationConfig,
     stats: dict[str, FeatureStats],
