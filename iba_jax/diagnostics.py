@@ -22,15 +22,13 @@ import functools
 import sys
 import types
 import warnings
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-if TYPE_CHECKING:
-    from iba_jax.attribute import AttributionAux
+from iba_jax.loop import AttributionAux
 
 # Below this range of the middle 99.8 % of an image's λ, the map is flat (see the module note).
 FLAT_LAMBDA = 0.04

@@ -5,13 +5,15 @@ the map and appends the row to a CSV file the moment it is done. Run it again af
 it skips the rows already there: finished work is never recomputed or lost. Several models (the
 paper's BCE vs weighted BCE comparison) share one file: rows carry the model's name.
 
-Rooms: ``cases`` (what is explained, against what truth), ``scoring`` (the metrics of one map
-and the results file's columns), ``run`` (``evaluate`` and its settings), ``report``
+Rooms: ``cases`` (what is explained, against what truth), ``config`` (what a run is set to),
+``scoring`` (the metrics of one map and the results file's columns), ``run`` (``evaluate``, and
+the record of what determines its rows), ``report``
 (``summary``, ``intervals`` and ``pivot`` turn the file into the paper's tables;
 ``write_report`` writes them all as Markdown, CSV and PNG plots).
 """
 
 from iba_jax.evaluation.cases import Case, cases
+from iba_jax.evaluation.config import CLASSIFICATION_METHODS, REGRESSION_METHODS, EvaluationConfig
 from iba_jax.evaluation.report import (
     interval_markdown,
     intervals,
@@ -21,9 +23,6 @@ from iba_jax.evaluation.report import (
     write_report,
 )
 from iba_jax.evaluation.run import (
-    CLASSIFICATION_METHODS,
-    REGRESSION_METHODS,
-    EvaluationConfig,
     MissingStatsError,
     evaluate,
     load_stats,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -21,11 +20,9 @@ import numpy as np
 
 from iba_jax.bundle import ModelBundle
 from iba_jax.evaluation.cases import Case
+from iba_jax.evaluation.config import EvaluationConfig
 from iba_jax.metrics import correlation, faithfulness, localisation
 from iba_jax.records import header_of
-
-if TYPE_CHECKING:
-    from iba_jax.evaluation.run import EvaluationConfig
 
 # Sensitivity-N's subset sizes, as fractions of the pixels (log-spaced, 1 % to 80 %).
 SENSITIVITY_FRACTIONS = (0.01, 0.025, 0.06, 0.15, 0.35, 0.8)
