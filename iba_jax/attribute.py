@@ -43,6 +43,7 @@ from iba_jax.loop import (
     AttributionAux,
     IBAConfig,
     InformationTerm,
+    LoopPieces,
     compiled_attribution,
     optimise_alpha,
     read_out,
@@ -114,6 +115,19 @@ def call_in_chunks(
         for i in range(0, batch, size)
     ]
     return jax.tree.map(lambda *chunks: jnp.concatenate(chunks), *parts)
+
+
+def check_maps(layer: str, maps: jax.Array, aux: AttributionAux, beta: float) -> None:
+    """After a run: its losses finite (``check_losses``), its maps finite, and a warning when
+    λ ended flat (``diagnostics.warn_if_flat``). Traced (under a caller's ``jit``), only what
+    can be checked there is."""
+    check_losses(layer, aux)
+    if is_concrete(maps) and not np.all(np.isfinite(np.asarray(maps))):
+        raise FloatingPointError(
+            f"the {layer!r} maps contain NaN or infinite values: check the model loss "
+            "(is it bounded below?) and the feature statistics."
+        )
+    warn_if_flat(layer, aux, beta)
 
 
 def check_losses(layer: str, aux: AttributionAux) -> None:
@@ -198,8 +212,9 @@ def _run(
         unroll=bool(unroll),
     )
     if images_per_call == "auto":
+        pieces = LoopPieces(model_loss, target_transform, bottleneck, information, optimizer)
         images_per_call = memory.images_per_call(
-            model, layers, images.shape[1:3], config, unroll=unroll
+            model, layers, images.shape[1:3], config, pieces=pieces, unroll=unroll
         )
     maps, aux = call_in_chunks(
         lambda *per_image: compiled(*per_image, config),
@@ -207,13 +222,7 @@ def _run(
         images_per_call,
     )
     for layer, layer_maps, layer_aux in zip(layers, maps, aux, strict=True):
-        check_losses(layer, layer_aux)
-        if is_concrete(layer_maps) and not np.all(np.isfinite(np.asarray(layer_maps))):
-            raise FloatingPointError(
-                f"the {layer!r} maps contain NaN or infinite values: check the model loss "
-                "(is it bounded below?) and the feature statistics."
-            )
-        warn_if_flat(layer, layer_aux, config.beta)
+        check_maps(layer, layer_maps, layer_aux, config.beta)
     return maps, aux
 
 

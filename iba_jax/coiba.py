@@ -29,21 +29,18 @@ from numpy.typing import ArrayLike
 from iba_jax.attribute import (
     DEFAULT_MULTILAYER,
     call_in_chunks,
-    check_losses,
+    check_maps,
     check_optimizer,
     check_run_arguments,
 )
 from iba_jax.bottleneck import (
     Bottleneck,
-    capacity,
     damping,
     iba_bottleneck,
     mean_capacity,
-    noise_from_standard_normal,
     normalized_features,
     standard_normal,
 )
-from iba_jax.diagnostics import warn_if_flat
 from iba_jax.inputs import (
     check_images,
     check_layer_stack,
@@ -56,6 +53,8 @@ from iba_jax.loop import (
     IBAConfig,
     InformationTerm,
     Prior,
+    bottlenecked,
+    information_of,
     optimise_alpha,
     optimizer_of,
     prior_of,
@@ -101,8 +100,7 @@ def _coiba_one(
 
     def loss_fn(alpha: jax.Array, key: jax.Array) -> tuple[jax.Array, tuple]:
         lam = damping(alpha, config.sigma)  # (h1, w1, 1): one value per location
-        cap = capacity(r, lam) * first.active
-        info = information(cap)
+        info, cap = information_of(information, r, lam, first)
         h = features[None]
         for i, (layer, prior, key_i) in enumerate(
             zip(layers, priors, jax.random.split(key, len(layers)), strict=True)
@@ -111,8 +109,7 @@ def _coiba_one(
                 h = cast(SteppedModel, model).run_between(variables, h, layers[i - 1], layer)
             lam_i = area_downsample(lam, shapes[i][:2]) if i else lam
             n = standard_normal(key_i, (config.samples, *shapes[i]))
-            eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
-            h = bottleneck(h, lam_i[None], eps) * prior.active[None]
+            h = bottlenecked(bottleneck, h, lam_i, n, prior)
         logits = model.decode(variables, h, layers[-1])
         total, model_term = objective(model_loss, logits, target, info, config.beta)
         return total, (model_term, info, cap)
@@ -248,8 +245,5 @@ def coiba(
         (jnp.asarray(images), targets, keys),
         images_per_call,
     )
-    check_losses(layers[0], aux)
-    if not np.all(np.isfinite(np.asarray(maps))):
-        raise FloatingPointError("the CoIBA maps contain NaN or infinite values.")
-    warn_if_flat("+".join(layers), aux, config.beta)
+    check_maps("+".join(layers), maps, aux, config.beta)
     return maps, aux

@@ -108,6 +108,23 @@ def prepare_targets(
     return batch_targets(targets, batch, jnp.asarray(targets).dtype)
 
 
+def check_batch_targets(
+    argument: str, targets: jax.Array, batch: int, model_loss: ModelLoss
+) -> None:
+    """Targets made inside the compiled loop (a target transform's; shapes are known when it
+    traces): one per image, and integers for the losses that take a class index."""
+    if jnp.ndim(targets) < 1 or jnp.shape(targets)[0] != batch:
+        raise ValueError(
+            f"{argument}: expected one target per image (a leading axis of {batch}); got shape "
+            f"{jnp.shape(targets)}."
+        )
+    if takes_class_index(model_loss) and not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise ValueError(
+            f"{argument}: the model loss takes class indices (integers); got {targets.dtype} "
+            "targets."
+        )
+
+
 def check_images(model: Model, images: ArrayLike) -> None:
     """The model must be a :class:`~iba_jax.models.Model`, the images a finite channels-last
     batch it accepts."""

@@ -38,10 +38,10 @@ from iba_jax.bottleneck import (
     normalized_features,
     standard_normal,
 )
-from iba_jax.inputs import check_stats_shape
+from iba_jax.inputs import check_batch_targets, check_stats_shape
 from iba_jax.maps import to_bits_map
 from iba_jax.models.protocol import Model, Variables
-from iba_jax.objectives import ModelLoss, TargetTransform, objective
+from iba_jax.objectives import ModelLoss, TargetTransform, objective, target_bce
 from iba_jax.optim import adam
 from iba_jax.stats import FeatureStats
 
@@ -133,6 +133,17 @@ class AttributionAux(NamedTuple):
 
 InformationTerm = Callable[[jax.Array], jax.Array]
 """The capacity of one image's bottleneck ``(h, w, c)``, nats -> the scalar that β weighs."""
+
+
+class LoopPieces(NamedTuple):
+    """The pluggable functions of ``compiled_attribution`` (its static arguments of that name;
+    the defaults are IBA's): what a memory estimate compiles to size the user's program."""
+
+    model_loss: ModelLoss = target_bce
+    target_transform: TargetTransform | None = None
+    bottleneck: Bottleneck = iba_bottleneck
+    information: InformationTerm = mean_capacity
+    optimizer: optax.GradientTransformation | None = None
 
 
 class Prior(NamedTuple):
@@ -252,6 +263,44 @@ def is_injected(draws: jax.Array) -> bool:
     return not jnp.issubdtype(draws.dtype, jax.dtypes.prng_key)
 
 
+def information_of(
+    information: InformationTerm, r: jax.Array, lam: jax.Array, prior: Prior
+) -> tuple[jax.Array, jax.Array]:
+    """``(information term, capacity)`` of one image: the capacity (nats per element) of the
+    normalised features ``r`` ``(h, w, c)`` under the damping ``lam`` (broadcast to ``r``),
+    zero where the feature is inactive, and ``information`` of it, which must be a scalar."""
+    cap = capacity(r, lam) * prior.active
+    info = information(cap)
+    if jnp.shape(info) != ():
+        raise ValueError(
+            f"information: expected a scalar (one image's information term) from {cap.shape} "
+            f"capacities; got shape {jnp.shape(info)}."
+        )
+    return info, cap
+
+
+def bottlenecked(
+    bottleneck: Bottleneck, features: jax.Array, lam: jax.Array, n: jax.Array, prior: Prior
+) -> jax.Array:
+    """Z of one image for each noise sample: ``bottleneck(features, lam, ε)`` with ε drawn
+    from the prior by the standard normals ``n`` ``(samples, h, w, c)``, zero where the
+    feature is inactive. ``features`` and ``lam`` are one image's (``(h, w, c)`` or one sample
+    ``(1, h, w, c)``, broadcast); Z must have ε's shape, or one sample of it (a form that
+    ignores the noise)."""
+    features = features if features.ndim == n.ndim else features[None]
+    lam = lam if lam.ndim == n.ndim else lam[None]
+    eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
+    z = bottleneck(features, lam, eps)
+    if jnp.ndim(z) != eps.ndim or jnp.shape(z)[0] not in (1, eps.shape[0]) or (
+        jnp.shape(z)[1:] != eps.shape[1:]
+    ):
+        raise ValueError(
+            f"bottleneck: expected Z of the noise's shape (samples, h, w, c) = {eps.shape} (or "
+            f"one sample, {(1, *eps.shape[1:])}); got shape {jnp.shape(z)}."
+        )
+    return jnp.broadcast_to(z, eps.shape) * prior.active[None]
+
+
 def _optimise_one(
     tail: Callable[[jax.Array], jax.Array],
     features: jax.Array,
@@ -272,12 +321,9 @@ def _optimise_one(
 
     def loss_fn(alpha: jax.Array, draw: jax.Array) -> tuple[jax.Array, tuple]:
         lam = damping(alpha, config.sigma)
-        cap = capacity(r, lam) * prior.active
-        info = information(cap)
+        info, cap = information_of(information, r, lam, prior)
         n = draw if injected else standard_normal(draw, (config.samples, *features.shape))
-        # n is (samples, h, w, c); everything else gets an explicit leading samples axis.
-        eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
-        z = bottleneck(features[None], lam[None], eps) * prior.active[None]
+        z = bottlenecked(bottleneck, features, lam, n, prior)
         total, model_term = objective(model_loss, tail(z), target, info, config.beta)
         return total, (model_term, info, cap)
 
@@ -322,6 +368,8 @@ def _optimise_layer(
             "targets: expected one target per image; got None (only a target_transform makes "
             "the targets from the clean outputs)."
         )
+    argument = "targets" if target_transform is None else "target_transform"
+    check_batch_targets(argument, targets, features.shape[0], model_loss)
     prior = prior_of(stats, config.min_std, features.dtype)
     one = functools.partial(
         _optimise_one,

@@ -29,9 +29,9 @@ from typing import NamedTuple, cast
 import jax
 import jax.numpy as jnp
 
-from iba_jax.loop import IBAConfig, compiled_attribution
+from iba_jax.loop import IBAConfig, LoopPieces, compiled_attribution
 from iba_jax.models.protocol import AbstractModel, Model, require
-from iba_jax.objectives import target_bce
+from iba_jax.objectives import takes_class_index
 from iba_jax.stats import FeatureStats
 
 ImageSize = int | tuple[int, ...]
@@ -75,6 +75,7 @@ def _compiled_bytes(
     layers: Sequence[str],
     image_size: ImageSize,
     config: IBAConfig,
+    pieces: LoopPieces,
     unroll: bool,
     images: int,
     device: jax.Device,
@@ -94,6 +95,7 @@ def _compiled_bytes(
         for layer in layers
     )
     key = jax.random.key(0).dtype
+    target_dtype = jnp.int32 if takes_class_index(pieces.model_loss) else jnp.float32
     sharding = jax.sharding.SingleDeviceSharding(device)
     lowered = compiled_attribution.lower(
         jax.tree.map(
@@ -101,13 +103,13 @@ def _compiled_bytes(
         ),
         stats,
         _images(model, images, image_size, sharding=sharding),
-        shape((images,), jnp.int32, sharding=sharding),
+        None if pieces.target_transform else shape((images,), target_dtype, sharding=sharding),
         tuple(shape((images, config.steps), key, sharding=sharding) for _ in layers),
         config,
         model=model,
         layers=tuple(layers),
-        model_loss=target_bce,
         unroll=unroll,
+        **pieces._asdict(),
     )
     analysis = lowered.compile().memory_analysis()
     if analysis is None:
@@ -121,10 +123,11 @@ def _compiled_bytes(
 
 
 @functools.lru_cache(maxsize=64)
-def _estimate(model, layers, image_size, program, unroll, device) -> MemoryEstimate:
+def _estimate(model, layers, image_size, program, pieces, unroll, device) -> MemoryEstimate:
     config = jax.tree.unflatten(program, [0.0])  # the program depends on all but β
     one, two = (
-        _compiled_bytes(model, layers, image_size, config, unroll, n, device) for n in (1, 2)
+        _compiled_bytes(model, layers, image_size, config, pieces, unroll, n, device)
+        for n in (1, 2)
     )
     return MemoryEstimate(fixed_bytes=max(0, 2 * one - two), bytes_per_image=two - one)
 
@@ -135,6 +138,7 @@ def iba_memory(
     image_size: ImageSize,
     config: IBAConfig | None = None,
     *,
+    pieces: LoopPieces = LoopPieces(),
     unroll: bool = True,
     device: jax.Device | None = None,
 ) -> MemoryEstimate:
@@ -145,6 +149,8 @@ def iba_memory(
       layers: the bottleneck layer(s) (several: Multi-layer IBA's one program).
       image_size: the input's side in pixels, or (height, width).
       config: the ``IBAConfig`` (its samples and steps matter); the defaults when None.
+      pieces: the loop's model loss, target transform, bottleneck form, information term and
+        optimizer (an optimizer's state and a heavier form take memory too); IBA's by default.
       unroll: whether the loop is unrolled (XLA:CPU keeps more buffers alive in an unrolled
         loop).
       device: the device that will run it (default: the first local one).
@@ -157,7 +163,13 @@ def iba_memory(
     program = jax.tree.structure(config or IBAConfig())  # the settings but β
     device = device or jax.local_devices()[0]
     return _estimate(
-        cast(AbstractModel, model), layers, _image_shape(image_size), program, unroll, device
+        cast(AbstractModel, model),
+        layers,
+        _image_shape(image_size),
+        program,
+        pieces,
+        unroll,
+        device,
     )
 
 
@@ -177,13 +189,17 @@ def images_per_call(
     image_size: ImageSize,
     config: IBAConfig | None = None,
     *,
+    pieces: LoopPieces = LoopPieces(),
     unroll: bool = True,
     device: jax.Device | None = None,
     fraction: float = 0.8,
 ) -> int:
-    """The most images one call fits in ``fraction`` of the device's memory (at least 1)."""
+    """The most images one call fits in ``fraction`` of the device's memory (at least 1);
+    ``pieces`` as :func:`iba_memory`'s."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction: expected a share of memory in (0, 1]; got {fraction}.")
-    estimate = iba_memory(model, layers, image_size, config, unroll=unroll, device=device)
+    estimate = iba_memory(
+        model, layers, image_size, config, pieces=pieces, unroll=unroll, device=device
+    )
     budget = fraction * device_memory_bytes(device) - estimate.fixed_bytes
     return max(1, int(budget // max(1, estimate.bytes_per_image)))

@@ -207,6 +207,13 @@ def objective(
     information: jax.Array,
     beta: jax.Array | float,
 ) -> tuple[jax.Array, jax.Array]:
-    """``(total, model term)``: mean of the per-sample model loss + β · information."""
-    model_term = jnp.mean(model_loss(logits, target))
+    """``(total, model term)``: mean of the per-sample model loss + β · information. The
+    loss must give one value per sample (per row of ``logits``)."""
+    per_sample = model_loss(logits, target)
+    if jnp.shape(per_sample) != logits.shape[:1]:
+        raise ValueError(
+            f"model_loss: expected one loss per sample, shape {logits.shape[:1]} for logits of "
+            f"shape {logits.shape}; got shape {jnp.shape(per_sample)}."
+        )
+    model_term = jnp.mean(per_sample)
     return model_term + beta * information, model_term

@@ -775,3 +775,51 @@ def test_the_compiled_loop_refuses_missing_targets_without_a_target_transform(
             layers=("denseblock3",),
             model_loss=target_bce,
         )
+
+
+def one_channel_z(features, lam, eps):
+    return iba_bottleneck(features, lam, eps)[..., :1]  # broadcasts against the mask: wrong
+
+
+def information_per_channel(cap):
+    return jnp.mean(cap, axis=(0, 1))  # (c,), not one value
+
+
+def bce_per_output(logits, target):
+    del target
+    return jax.nn.softplus(-logits)  # (samples, outputs), not one loss per sample
+
+
+def fractional_index(clean):
+    return jnp.full(clean.shape[:1], 1.5)  # a class index must be an integer
+
+
+def one_target_too_many(clean):
+    return jnp.concatenate([clean[:, 0], clean[:1, 0]])
+
+
+def test_user_pieces_of_the_wrong_shape_are_refused_not_broadcast(tiny_model, stats, images):
+    net, variables = tiny_model
+    run = lambda targets=1, **piece: attribute(
+        net,
+        variables,
+        stats["denseblock3"],
+        images[:2],
+        targets,
+        config=QUICK,
+        unroll=False,
+        key=jax.random.key(0),
+        **{"model_loss": target_bce, **piece},
+    )
+    for piece, message in (
+        ({"bottleneck": one_channel_z}, r"bottleneck: expected Z of the noise's shape \(samples"),
+        ({"information": information_per_channel}, r"information: expected a scalar .* got shape"),
+        ({"model_loss": bce_per_output}, r"model_loss: expected one loss per sample, shape \(2,\)"),
+        ({"targets": fractional_index}, "target_transform: the model loss takes class indices"),
+        (
+            {"targets": one_target_too_many, "model_loss": SquaredError(1)},
+            r"target_transform: expected one target per image \(a leading axis of 2\)",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            run(**piece)

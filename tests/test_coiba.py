@@ -95,3 +95,12 @@ def test_coiba_is_built_from_the_pluggable_pieces(setup):
     forward, _ = run(0.001)
     inverse, _ = run(0.001, bottleneck=inverse_bottleneck)
     assert np.all(np.isfinite(inverse)) and not np.allclose(inverse, forward, rtol=1e-3)
+
+
+def test_coiba_runs_under_a_callers_jit_with_the_same_maps(setup):
+    net, variables, stats, images = setup
+    cfg = IBAConfig(steps=2, samples=1, beta=0.1)
+    maps = lambda x: coiba(
+        net, variables, stats, x, 0, config=cfg, unroll=False, key=jax.random.key(3)
+    )[0]
+    np.testing.assert_allclose(jax.jit(maps)(images), maps(images), rtol=1e-5, atol=1e-8)

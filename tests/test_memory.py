@@ -2,11 +2,14 @@
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from iba_jax import memory
 from iba_jax.attribute import IBAConfig, iba
+from iba_jax.loop import LoopPieces
 from iba_jax.models import DenseNet, densenet_tiny
+from iba_jax.objectives import CleanPrediction, SquaredError, class_index_loss, target_bce
 from iba_jax.stats import estimate_feature_stats
 
 NET = DenseNet(densenet_tiny(in_channels=1))
@@ -17,12 +20,29 @@ def test_memory_is_linear_in_the_images():
     estimate = memory.iba_memory(NET, "denseblock3", 64, QUICK, unroll=False)
     assert estimate.bytes_per_image > 0 and estimate.fixed_bytes >= 0
     three = memory._compiled_bytes(
-        NET, ("denseblock3",), (64, 64), QUICK, False, 3, jax.devices()[0]
+        NET, ("denseblock3",), (64, 64), QUICK, LoopPieces(), False, 3, jax.devices()[0]
     )
     assert estimate.bytes_for(3) == pytest.approx(three, rel=0.02)  # a third compilation
     assert (
         memory.iba_memory(NET, "denseblock3", (64, 64), QUICK, unroll=False) is estimate
     )  # cached
+
+
+def test_the_estimate_compiles_the_pieces_that_will_run():
+    traced = []
+
+    @class_index_loss
+    def recorded_bce(logits, target):
+        traced.append(logits.shape)
+        return target_bce(logits, target)
+
+    sgd = LoopPieces(model_loss=recorded_bce, optimizer=optax.sgd(1.0))
+    assert memory.iba_memory(NET, "denseblock3", 64, QUICK, pieces=sgd, unroll=False)
+    assert traced == [(QUICK.samples, NET.num_outputs)] * 2  # for one image and for two
+    # The Deviation loss: the targets come from the clean outputs, none are passed.
+    deviation = LoopPieces(model_loss=SquaredError(1), target_transform=CleanPrediction(1))
+    estimate = memory.iba_memory(NET, "denseblock3", 64, QUICK, pieces=deviation, unroll=False)
+    assert estimate.bytes_per_image > 0
 
 
 def test_images_per_call_fill_the_given_share_of_the_device(monkeypatch):
