@@ -291,8 +291,10 @@ def bottlenecked(
     lam = lam if lam.ndim == n.ndim else lam[None]
     eps = noise_from_standard_normal(n, prior.mean[None], prior.std[None])
     z = bottleneck(features, lam, eps)
-    if jnp.ndim(z) != eps.ndim or jnp.shape(z)[0] not in (1, eps.shape[0]) or (
-        jnp.shape(z)[1:] != eps.shape[1:]
+    if (
+        jnp.ndim(z) != eps.ndim
+        or jnp.shape(z)[0] not in (1, eps.shape[0])
+        or (jnp.shape(z)[1:] != eps.shape[1:])
     ):
         raise ValueError(
             f"bottleneck: expected Z of the noise's shape (samples, h, w, c) = {eps.shape} (or "
