@@ -1,6 +1,9 @@
 """iba-jax: Information Bottleneck Attribution for chest X-ray models, in JAX.
 
-The public API is re-exported here; nothing else needs importing.
+The API for explaining models is re-exported here. The pieces that new methods are built from
+(as ``iba_jax.coiba`` is) are public in their modules: ``loop`` (the compiled optimisation and its
+step), ``bottleneck`` (forms, capacity, noise), ``objectives`` (model losses, target
+transforms), ``inputs`` (checks of images, targets, statistics and keys).
 """
 
 from iba_jax.attribute import (
@@ -29,7 +32,7 @@ from iba_jax.calibration import BetaPoint, beta_markdown, beta_sweep, recommende
 from iba_jax.coiba import coiba
 from iba_jax.diagnostics import FlatLambdaWarning, lambda_range
 from iba_jax.locality import LayerLocality, LocalityReport, layer_locality
-from iba_jax.loop import Trajectory, optimise_alpha, read_out
+from iba_jax.loop import LoopPieces, Trajectory, optimise_alpha, read_out
 from iba_jax.maps import binarize, resize_bilinear_mirror, to_bits_map
 from iba_jax.memory import MemoryEstimate, iba_memory
 from iba_jax.methods import METHODS, MethodSettings, attribution_maps
@@ -38,11 +41,21 @@ from iba_jax.models import (
     DenseNetConfig,
     FunctionModel,
     Model,
+    ResNet,
+    ResNetConfig,
+    StandardLayers,
     densenet121,
     densenet161,
     densenet169,
     densenet201,
     densenet_tiny,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+    resnet_tiny,
+    standard_layers,
 )
 from iba_jax.models.torch_import import (
     StateDictMismatchError,
@@ -79,6 +92,7 @@ __all__ = [
     "InputSpec",
     "LayerLocality",
     "LocalityReport",
+    "LoopPieces",
     "MemoryEstimate",
     "MethodSettings",
     "Model",
@@ -86,8 +100,11 @@ __all__ = [
     "MultiLayerResult",
     "Negated",
     "RegressionMaximisation",
+    "ResNet",
+    "ResNetConfig",
     "Segmenter",
     "SquaredError",
+    "StandardLayers",
     "StateDictMismatchError",
     "StatsOfAnotherModelError",
     "Trajectory",
@@ -125,10 +142,17 @@ __all__ = [
     "recommended_beta",
     "regression_iba",
     "resize_bilinear_mirror",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnet_tiny",
     "save_bundle",
     "save_feature_stats",
     "segment_lungs",
     "softmax_cross_entropy",
+    "standard_layers",
     "stats_layers",
     "target_bce",
     "to_bits_map",

@@ -49,7 +49,7 @@ from iba_jax.loop import (
     read_out,
 )
 from iba_jax.maps import ThresholdRule, binarize
-from iba_jax.models.protocol import Model, Variables
+from iba_jax.models.protocol import Model, Variables, check_model, standard_layers
 from iba_jax.objectives import (
     DEFAULT_NEGATION_BOUND,
     CleanPrediction,
@@ -237,7 +237,7 @@ def attribute(
     targets: ArrayLike | TargetTransform,
     *,
     model_loss: ModelLoss,
-    layer: str = "denseblock3",
+    layer: str | None = None,
     bottleneck: Bottleneck = iba_bottleneck,
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
@@ -263,7 +263,8 @@ def attribute(
         target transform, a function of the clean images' outputs ``(B, K) -> (B, ...)``
         (``objectives.CleanPrediction`` for the Deviation loss).
       model_loss: ``(logits (S, K), target) -> (S,)`` per-sample losses (see ``objectives``).
-      layer: where the bottleneck sits.
+      layer: where the bottleneck sits (default: the model's standard bottleneck layer,
+        ``models.standard_layers``: DenseNet's denseblock3, as the paper, a ResNet's layer3).
       bottleneck: the form ``(R, λ, ε) -> Z``: ``bottleneck.iba_bottleneck`` (default),
         ``bottleneck.inverse_bottleneck`` or a function of your own. The capacity is the KL of
         the IBA form at λ either way (as the reference's Inverse IBA).
@@ -286,6 +287,8 @@ def attribute(
       ``(maps, aux)``: maps ``(B, H, W)`` in bits per pixel, and an :class:`AttributionAux`.
     """
     images = jnp.asarray(images)
+    check_model(model)
+    layer = standard_layers(model, "layer").bottleneck if layer is None else layer
     if callable(targets):
         transform, given = targets, None
     else:
@@ -318,7 +321,7 @@ def iba(
     images: jax.Array,
     targets: ArrayLike,
     *,
-    layer: str = "denseblock3",
+    layer: str | None = None,
     model_loss: ModelLoss = target_bce,
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
@@ -378,7 +381,7 @@ def inverse_iba(
     images: jax.Array,
     targets: ArrayLike,
     *,
-    layer: str = "denseblock3",
+    layer: str | None = None,
     model_loss: ModelLoss = target_bce,
     bound: float = DEFAULT_NEGATION_BOUND,
     information: InformationTerm = mean_capacity,
@@ -442,7 +445,7 @@ def regression_iba(
     *,
     loss: Literal["mse", "rm", "deviation"] = "mse",
     output: int = 0,
-    layer: str = "denseblock3",
+    layer: str | None = None,
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
@@ -529,9 +532,6 @@ class MultiLayerResult(NamedTuple):
     aux: dict[str, AttributionAux]
 
 
-DEFAULT_MULTILAYER = ("denseblock1", "denseblock2", "denseblock3")
-
-
 def multilayer_iba(
     model: Model,
     variables: Variables,
@@ -539,7 +539,7 @@ def multilayer_iba(
     images: jax.Array,
     targets: ArrayLike,
     *,
-    layers: Sequence[str] = DEFAULT_MULTILAYER,
+    layers: Sequence[str] | None = None,
     rule: ThresholdRule = "l2",
     threshold: float | None = None,
     model_loss: ModelLoss = target_bce,
@@ -560,7 +560,9 @@ def multilayer_iba(
 
     Args:
       stats: ``{layer: FeatureStats}`` for every layer in ``layers``.
-      layers: the layers, finest first (default denseblock1, denseblock2, denseblock3).
+      layers: the layers, finest first (default: the model's standard ones,
+        ``models.standard_layers``: DenseNet's denseblock1-3, as the paper, a ResNet's
+        layer1-3).
       rule, threshold: how the coarser maps are binarised (see ``maps.binarize``; the default
         is the reference's fixed threshold on L2-normalised maps, 0.9/√(H·W)).
       key: one PRNG key (split per layer and image).

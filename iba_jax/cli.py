@@ -48,7 +48,7 @@ from iba_jax.methods import MethodSettings
 from iba_jax.metrics import correlation, localisation
 from iba_jax.models.densenet import HEADS
 from iba_jax.models.families import ARCHITECTURES
-from iba_jax.models.protocol import predict
+from iba_jax.models.protocol import Model, predict, standard_layers
 from iba_jax.models.torch_import import infer_config, load_state_dict, variables_from_state_dict
 from iba_jax.pretrained import PRETRAINED, model_dir
 from iba_jax.records import read_rows, writable_folder, write_rows
@@ -150,7 +150,7 @@ def _bundle_and_split(args: argparse.Namespace) -> tuple[ModelBundle, building.D
 
 def _estimate(args: argparse.Namespace) -> None:
     bundle, source = _bundle_and_split(args)
-    layers = tuple(name.strip() for name in args.layers.split(","))
+    layers = _layers_of(args, bundle)
     count = min(args.images, len(source))
     batches = (
         _model_inputs_of(bundle, batch["image"])
@@ -206,12 +206,13 @@ def _ground_truth_of(
 
 def _beta_sweep(args: argparse.Namespace) -> None:
     folder, bundle, source = _model_and_split(args)
-    stats = evaluation.load_stats(
-        folder, (args.layer,), allow_other_model=args.allow_other_model_stats
-    )[args.layer]
+    layer = args.layer or standard_layers(bundle.model, "--layer").bottleneck
+    stats = evaluation.load_stats(folder, (layer,), allow_other_model=args.allow_other_model_stats)[
+        layer
+    ]
     found = _ground_truth_of(bundle, source, args.limit)
     targets = np.array([case.target for case in found.cases])
-    common = {"layer": args.layer, "key": jax.random.key(args.seed)}
+    key = jax.random.key(args.seed)
     if args.method.startswith("regression_iba_"):
         loss = args.method.removeprefix("regression_iba_")
         labels = np.array([case.label for case in found.cases]) if loss == "mse" else None
@@ -223,12 +224,20 @@ def _beta_sweep(args: argparse.Namespace) -> None:
             labels,
             loss=loss,
             config=c,
-            **common,
+            layer=layer,
+            key=key,
         )
     else:
         method = iba if args.method == "iba" else inverse_iba
         run = lambda c: method(
-            bundle.model, bundle.variables, stats, found.images, targets, config=c, **common
+            bundle.model,
+            bundle.variables,
+            stats,
+            found.images,
+            targets,
+            config=c,
+            layer=layer,
+            key=key,
         )
     score = _sweep_score(args, found)
     _compiling(args.method)
@@ -237,7 +246,7 @@ def _beta_sweep(args: argparse.Namespace) -> None:
     best = recommended_beta(points)
     print(
         f"{len(found.cases)} cases in {found.count} images of {args.dataset}/{args.config} split "
-        f"{args.split}, {args.method} at {args.layer}; score: {_SCORES[args.score]}; "
+        f"{args.split}, {args.method} at {layer}; score: {_SCORES[args.score]}; "
         + (
             f"recommended β = {best:g} (the best score among the βs whose λ is flat in no image)"
             if best is not None
@@ -270,8 +279,7 @@ def _sweep_score(args: argparse.Namespace, found: _GroundTruth) -> Callable[[jax
 
 def _layer_locality(args: argparse.Namespace) -> None:
     folder, bundle, source = _model_and_split(args)
-    layers = tuple(name.strip() for name in args.layers.split(","))
-    checks.check_names("--layers", layers, bundle.model.layer_names)
+    layers = _layers_of(args, bundle)
     stats = evaluation.load_stats(folder, layers, allow_other_model=args.allow_other_model_stats)
     found = _ground_truth_of(bundle, source, args.limit)
     _compiling("the model from each layer")
@@ -330,11 +338,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     source = _split_of(args)
     results = out / "results.csv"
     start = time.perf_counter()
-    settings = _method_settings(args)
     _compiling("each model and method")
     for folder, name in zip(models, names, strict=True):
         bundle = load_bundle(folder)
         _check_image_size(bundle, source, f"{args.dataset}/{args.config}")
+        settings = _method_settings(args, bundle.model)
         if args.methods is None:
             regression = bundle.config.head == "relu"
             chosen = (
@@ -454,7 +462,7 @@ def _explain(args: argparse.Namespace) -> int:
     bundle = load_bundle(model)
     method = explain.method_name(args.method)
     explain.check_target(bundle, args.target)
-    settings = _method_settings(args)
+    settings = _method_settings(args, bundle.model)
     stats = evaluation.load_stats(
         model,
         methods.METHODS[method].layers(settings),
@@ -555,6 +563,12 @@ COUNT = _integer(1)  # how many of something: at least one
 SEED = _integer(0, 2**32 - 1)  # a PRNG seed (jax.random.key takes 32 bits here)
 
 
+_LAYERS_HELP = (
+    "comma-separated layer names (default: the model's standard multi-layer ones, "
+    "DenseNet's denseblock1-3, a ResNet's layer1-3)"
+)
+
+
 def _subcommand(sub: Any, name: str, summary: str, examples: str) -> argparse.ArgumentParser:
     return sub.add_parser(
         name,
@@ -586,9 +600,11 @@ def _add_bottleneck_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--layer",
-        default=methods.IBA_LAYER,
-        help="the bottleneck layer of iba, inverse_iba and regression_iba_* (multilayer_iba: "
-        "denseblock1-3)",
+        default=None,
+        help="the bottleneck layer of iba, inverse_iba and regression_iba_* (default: the "
+        "model's standard one, DenseNet's denseblock3, a ResNet's layer3; multilayer_iba and "
+        "grad_cam run at the model's standard layers: denseblock1-3 and norm5, layer1-3 and "
+        "layer4)",
     )
     group.add_argument("--beta", type=_beta, default=IBAConfig().beta, help="β of every method")
     group.add_argument(
@@ -602,13 +618,24 @@ def _add_bottleneck_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _method_settings(args: argparse.Namespace) -> MethodSettings:
-    """The methods' settings from the bottleneck arguments."""
-    return MethodSettings(
+def _method_settings(args: argparse.Namespace, model: Model) -> MethodSettings:
+    """The methods' settings from the bottleneck arguments, at the model's standard layers."""
+    chosen = {} if args.layer is None else {"iba_layer": args.layer}
+    return MethodSettings.for_model(
+        model,
         iba=dataclasses.replace(IBAConfig(), beta=args.beta),
-        iba_layer=args.layer,
         betas=tuple(args.method_beta),
+        **chosen,
     )
+
+
+def _layers_of(args: argparse.Namespace, bundle: ModelBundle) -> tuple[str, ...]:
+    """The layers of ``--layers`` (default: the model's standard multi-layer ones)."""
+    if args.layers is None:
+        return standard_layers(bundle.model, "--layers").multilayer
+    layers = tuple(name.strip() for name in args.layers.split(","))
+    checks.check_names("--layers", layers, bundle.model.layer_names)
+    return layers
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -821,7 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--model", required=True, help="the model bundle to add them to")
     _add_data_arguments(estimate)
     estimate.add_argument("--split", default="train")
-    estimate.add_argument("--layers", default="denseblock1,denseblock2,denseblock3")
+    estimate.add_argument("--layers", default=None, help=_LAYERS_HELP)
     estimate.add_argument("--images", type=COUNT, default=2000, help="images to use at most")
     estimate.add_argument("--batch-size", type=COUNT, default=32)
     estimate.set_defaults(func=_estimate)
@@ -837,7 +864,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ground_truth_arguments(sweep)
     sweep.add_argument("--method", choices=methods.BOTTLENECK_METHODS, default="iba")
     sweep.add_argument("--betas", type=_betas, default="0.01,0.1,1,10,30")
-    sweep.add_argument("--layer", default=methods.IBA_LAYER)
+    sweep.add_argument(
+        "--layer", default=None, help="default: the model's standard bottleneck layer"
+    )
     sweep.add_argument(
         "--score",
         choices=tuple(_SCORES),
@@ -856,7 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
         "classification_128 --data-dir ~/tfds --limit 100",
     )
     _add_ground_truth_arguments(locality)
-    locality.add_argument("--layers", default="denseblock1,denseblock2,denseblock3")
+    locality.add_argument("--layers", default=None, help=_LAYERS_HELP)
     locality.add_argument("--samples", type=COUNT, default=8, help="noise draws per image")
     locality.set_defaults(func=_layer_locality)
 

@@ -27,7 +27,6 @@ import optax
 from numpy.typing import ArrayLike
 
 from iba_jax.attribute import (
-    DEFAULT_MULTILAYER,
     call_in_chunks,
     check_maps,
     check_optimizer,
@@ -179,7 +178,7 @@ def coiba(
     images: jax.Array,
     targets: ArrayLike,
     *,
-    layers: Sequence[str] = DEFAULT_MULTILAYER,
+    layers: Sequence[str] | None = None,
     model_loss: ModelLoss = target_bce,
     bottleneck: Bottleneck = iba_bottleneck,
     information: InformationTerm = mean_capacity,
@@ -193,8 +192,9 @@ def coiba(
 
     Args:
       stats: ``{layer: FeatureStats}`` for every layer in ``layers``.
-      layers: the target layers, in network order; the map has the first one's resolution
-        before resizing. Later layers' resolutions must divide the first one's.
+      layers: the target layers, in network order (default: the model's standard multi-layer
+        ones, ``models.standard_layers``); the map has the first one's resolution before
+        resizing. Later layers' resolutions must divide the first one's.
       key: a PRNG key (split per image), or one key per image.
       bottleneck, information, optimizer, unroll, images_per_call: as
         :func:`iba_jax.attribute.attribute`'s (a number of images or None: no ``"auto"``);

@@ -18,7 +18,7 @@ from jax.typing import DTypeLike
 from numpy.typing import ArrayLike
 
 from iba_jax import checks
-from iba_jax.models.protocol import Model, check_model
+from iba_jax.models.protocol import Model, check_model, standard_layers
 from iba_jax.objectives import ModelLoss, check_output_index, takes_class_index
 from iba_jax.stats import FeatureStats
 
@@ -34,10 +34,12 @@ def check_stats_shape(layer: str, stats: FeatureStats, feature_shape: tuple[int,
 
 
 def check_layer_stack(
-    model: Model, layers: Sequence[str], stats: Mapping[str, FeatureStats]
+    model: Model, layers: Sequence[str] | None, stats: Mapping[str, FeatureStats]
 ) -> tuple[str, ...]:
-    """Checks that ``layers`` are distinct, in network order, and all have statistics."""
-    layers = tuple(layers)
+    """Checks that ``layers`` (None: the model's standard multi-layer ones) are distinct, in
+    network order, and all have statistics."""
+    check_model(model)
+    layers = standard_layers(model, "layers").multilayer if layers is None else tuple(layers)
     checks.check_names("layers", layers, model.layer_names)
     order = [model.layer_names.index(layer) for layer in layers]
     if order != sorted(set(order)):

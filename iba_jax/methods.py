@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,6 @@ from numpy.typing import ArrayLike
 
 from iba_jax import baselines, checks, lrp
 from iba_jax.attribute import (
-    DEFAULT_MULTILAYER,
     IBAConfig,
     ImagesPerCall,
     check_run_arguments,
@@ -34,11 +33,12 @@ from iba_jax.attribute import (
     regression_iba,
 )
 from iba_jax.inputs import per_image_keys
-from iba_jax.models.protocol import Model, Variables
+from iba_jax.models.densenet import DenseNet
+from iba_jax.models.protocol import Model, Variables, check_model, standard_layers
 from iba_jax.sharding import IMAGE_AXIS, check_mesh, pad_images
 from iba_jax.stats import FeatureStats
 
-IBA_LAYER = "denseblock3"  # the paper's bottleneck layer
+PAPER_LAYERS = DenseNet.standard_layers  # the paper's: denseblock3, denseblock1-3, norm5
 # The reference code's β per method where it differs from IBA's 10: its Inverse IBA used 30.
 REFERENCE_BETAS: tuple[tuple[str, float], ...] = (("inverse_iba", 30.0),)
 BOTTLENECK_METHODS = (
@@ -53,11 +53,13 @@ BETA_METHODS = (*BOTTLENECK_METHODS, "multilayer_iba")  # the methods whose β c
 
 @dataclasses.dataclass(frozen=True)
 class MethodSettings:
-    """The settings of the methods (the paper's defaults).
+    """The settings of the methods (the paper's defaults, at DenseNet's layers; other models:
+    :meth:`for_model`).
 
     Attributes:
       iba: the IBA family's optimisation settings.
-      iba_layer: the bottleneck layer of the single-layer IBA methods (``BOTTLENECK_METHODS``).
+      iba_layer: the bottleneck layer of the single-layer IBA methods (``BOTTLENECK_METHODS``;
+        the paper's denseblock3).
       multilayer_layers: multi-layer IBA's layers, finest first (the paper's denseblock1-3).
       betas: ``(method, β)`` pairs that replace ``iba.beta`` for those methods, e.g.
         ``REFERENCE_BETAS`` (the reference code's Inverse IBA) or β calibrated per method and
@@ -71,11 +73,11 @@ class MethodSettings:
     """
 
     iba: IBAConfig = IBAConfig()
-    iba_layer: str = IBA_LAYER
-    multilayer_layers: tuple[str, ...] = DEFAULT_MULTILAYER
+    iba_layer: str = PAPER_LAYERS.bottleneck
+    multilayer_layers: tuple[str, ...] = PAPER_LAYERS.multilayer
     betas: tuple[tuple[str, float], ...] = ()
     ig_steps: int = 32
-    grad_cam_layer: str = "norm5"
+    grad_cam_layer: str = PAPER_LAYERS.grad_cam
     lrp_rule: str = "alpha1beta0"
     unroll: bool = True
     images_per_call: ImagesPerCall = None
@@ -97,6 +99,25 @@ class MethodSettings:
         for name, beta in self.betas:
             if not (isinstance(beta, float) and np.isfinite(beta) and beta > 0):
                 raise ValueError(f"betas: expected a finite float β > 0 for {name}; got {beta!r}.")
+
+    @classmethod
+    def for_model(cls, model: Model, **changes: Any) -> MethodSettings:
+        """The settings at ``model``'s standard layers (``models.standard_layers``: a ResNet's
+        layer3, layer1-3 and layer4), with ``changes`` (fields) over them and the defaults.
+
+        Example:
+          >>> from iba_jax.models import ResNet, resnet_tiny
+          >>> settings = MethodSettings.for_model(ResNet(resnet_tiny()), betas=(("iba", 1.0),))
+          >>> settings.iba_layer, settings.grad_cam_layer, settings.config_for("iba").beta
+          ('layer3', 'layer4', 1.0)
+        """
+        layers = standard_layers(model, "model")
+        standard = {
+            "iba_layer": layers.bottleneck,
+            "multilayer_layers": layers.multilayer,
+            "grad_cam_layer": layers.grad_cam,
+        }
+        return cls(**{**standard, **changes})
 
     def determining(self) -> dict[str, object]:
         """The settings that determine the maps, as plain values (what ``evaluate`` and
@@ -291,8 +312,17 @@ def attribution_maps(
       (3, 64, 64)
     """
     checks.check_choice("method", name, tuple(METHODS))
+    check_model(model)
     method = METHODS[name]
     layers = method.layers(settings)
+    cut_at = (*layers, settings.grad_cam_layer) if name == "grad_cam" else layers
+    absent = [layer for layer in cut_at if layer not in model.layer_names]
+    if absent:
+        raise ValueError(
+            f"settings: {name} runs at {absent}, which the model does not have (its layers: "
+            f"{', '.join(model.layer_names)}); MethodSettings.for_model(model) takes its "
+            "standard layers."
+        )
     missing = [layer for layer in layers if layer not in stats]
     if missing:
         raise ValueError(f"stats: {name} needs the feature statistics of {missing}; got none.")

@@ -13,7 +13,7 @@ from iba_jax.cli import main
 from iba_jax.data import building  # (importing it installs the log filter under test)
 from iba_jax.diagnostics import FlatLambdaWarning
 from iba_jax.methods import MethodSettings
-from iba_jax.models import DenseNet
+from iba_jax.models import DenseNet, ResNet, densenet_tiny, resnet_tiny
 from iba_jax.models.torch_import import variables_from_state_dict
 from iba_jax.pretrained import pretrained_dir
 
@@ -213,10 +213,14 @@ def test_a_warning_is_one_line_on_stderr_naming_the_command(monkeypatch, capsys)
 def test_the_bottleneck_arguments_make_the_method_settings(capsys):
     evaluate = ["evaluate", "--model", "phantoms_cls", "cxr_phantoms", "--data-dir", "d"]
     args = cli.build_parser().parse_args([*evaluate, "--out", "o"])
-    assert cli._method_settings(args) == MethodSettings()  # the paper's
+    densenet, resnet = DenseNet(densenet_tiny()), ResNet(resnet_tiny())
+    assert cli._method_settings(args, densenet) == MethodSettings()  # the paper's
+    at_resnet = cli._method_settings(args, resnet)  # its standard layers
+    assert (at_resnet.iba_layer, at_resnet.grad_cam_layer) == ("layer3", "layer4")
+    assert at_resnet.multilayer_layers == ("layer1", "layer2", "layer3")
     chosen = ["--layer", "denseblock2", "--beta", "1", "--method-beta", "inverse_iba=30"]
     args = cli.build_parser().parse_args([*evaluate, "--out", "o", *chosen])
-    settings = cli._method_settings(args)
+    settings = cli._method_settings(args, densenet)
     assert settings.iba_layer == "denseblock2" and settings.betas == methods.REFERENCE_BETAS
     assert settings.config_for("iba").beta == 1.0 and settings.config_for("inverse_iba").beta == 30
     for bad, message in [

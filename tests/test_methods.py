@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from iba_jax import methods, sharding
-from iba_jax.attribute import DEFAULT_MULTILAYER, IBAConfig, iba, inverse_iba
+from iba_jax.attribute import IBAConfig, iba, inverse_iba
 from iba_jax.diagnostics import FlatLambdaWarning
 from iba_jax.models import DenseNet, densenet_tiny
 from iba_jax.stats import estimate_feature_stats
@@ -23,7 +23,7 @@ def method_inputs():
     images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 1))
     stats = {
         layer: estimate_feature_stats(NET, variables, [images], layer)
-        for layer in DEFAULT_MULTILAYER
+        for layer in NET.standard_layers.multilayer
     }
     return variables, images, stats
 
@@ -84,7 +84,7 @@ def test_what_a_method_needs_is_named(setting):
     with pytest.raises(ValueError, match="lrp_rule"):
         methods.MethodSettings(lrp_rule="gamma")
     assert methods.needed_layers(["iba", "gradients"]) == ("denseblock3",)
-    assert methods.needed_layers(["multilayer_iba"]) == DEFAULT_MULTILAYER
+    assert methods.needed_layers(["multilayer_iba"]) == tuple(f"denseblock{i}" for i in (1, 2, 3))
     with pytest.raises(ValueError, match=r"betas: expected one of 'iba', .*; got 'inverse'"):
         methods.MethodSettings(betas=(("inverse", 30.0),))
     with pytest.raises(ValueError, match=r"betas: expected a finite float β > 0 for iba; got 0.0"):

@@ -1,6 +1,8 @@
 """Any model: every method runs on a user's Flax module given as a plain pair of functions, and a
 DenseNet behind that pair gives its own maps bit for bit."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -134,6 +136,7 @@ def test_a_densenet_behind_a_pair_of_functions_gives_its_own_maps(tiny_model):
         net.num_outputs,
         net.in_channels,
         net.min_image_size,
+        standard_layers=net.standard_layers,  # so the methods' default layers are DenseNet's
     )
     data = jax.random.normal(jax.random.key(3), (16, 64, 64, 3))
     stats = ij.estimate_feature_stats(net, variables, [data], "denseblock3")
@@ -149,3 +152,8 @@ def test_a_densenet_behind_a_pair_of_functions_gives_its_own_maps(tiny_model):
             wrapped, variables, stats, data[:2], [0, 2], config=QUICK, unroll=False, key=key
         )[0]
         np.testing.assert_array_equal(through, direct)
+    bare = dataclasses.replace(wrapped, standard_layers=None)
+    with pytest.raises(ValueError, match=r"layer: FunctionModel declares no standard layers"):
+        ij.iba(bare, variables, stats, data[:2], 0, config=QUICK, unroll=False, key=key)
+    with pytest.raises(ValueError, match=r"standard_layers: expected one of 'conv0', "):
+        dataclasses.replace(wrapped, standard_layers=ij.StandardLayers("x", ("x",), "x"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import PIL.Image
 import pytest
 from conftest import channels_last
 from test_lrp import randomised
@@ -106,7 +107,8 @@ def tiny_resnet():
 
 def test_every_method_runs_on_a_resnet(tiny_resnet):
     net, variables, stats, images = tiny_resnet
-    settings = MethodSettings(
+    settings = MethodSettings.for_model(net, iba=QUICK, unroll=False, ig_steps=4)
+    assert settings == MethodSettings(
         iba=QUICK,
         unroll=False,
         iba_layer="layer3",
@@ -115,6 +117,30 @@ def test_every_method_runs_on_a_resnet(tiny_resnet):
         ig_steps=4,
     )
     key = jax.random.key(4)
+    # DenseNet's layers (the paper's defaults) are refused by name, not looked up elsewhere.
+    for name, absent in (("iba", "denseblock3"), ("grad_cam", "norm5")):
+        with pytest.raises(ValueError, match=f"settings: {name} runs at .*'{absent}'.*for_model"):
+            attribution_maps(name, net, variables, stats, images, [0, 2], key=key)
+    # The IBA functions default to the model's standard layers.
+    standard = ij.iba(
+        net, variables, stats["layer3"], images, 1, config=QUICK, unroll=False, key=key
+    )
+    at_layer3 = ij.iba(
+        net,
+        variables,
+        stats["layer3"],
+        images,
+        1,
+        layer="layer3",
+        config=QUICK,
+        unroll=False,
+        key=key,
+    )
+    np.testing.assert_array_equal(standard[0], at_layer3[0])
+    multilayer = ij.multilayer_iba(
+        net, variables, stats, images, 1, config=QUICK, unroll=False, key=key
+    )
+    assert multilayer.map.shape == (2, 64, 64)
     for name in METHODS:
         labels = [1.0, 2.0] if METHODS[name].needs_labels else None
         maps = attribution_maps(
@@ -179,3 +205,13 @@ def test_convert_torchxrayvision_resnet50_to_a_bundle_and_explain_with_it(tmp_pa
         key=jax.random.key(6),
     )
     assert maps.shape == (1, 64, 64) and np.all(np.isfinite(maps))
+    # The command line runs at the ResNet's standard layers (Grad-CAM at layer4, not norm5).
+    picture = tmp_path / "scan.png"
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 96), np.uint8)).save(picture)
+    explained = tmp_path / "explained"
+    command = ["explain", str(picture), "--model", str(out), "--method", "gradcam", "--target", "7"]
+    assert ij.cli.main([*command, "--out", str(explained)]) == 0
+    (written,) = explained.glob("scan.*.grad_cam.json")
+    record = json.loads(written.read_text())
+    assert record["settings"]["grad_cam_layer"] == "layer4"
+    assert record["settings"]["iba_layer"] == "layer3"

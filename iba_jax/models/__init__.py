@@ -12,7 +12,14 @@ from iba_jax.models.densenet import (
     densenet_tiny,
     head_function,
 )
-from iba_jax.models.protocol import FunctionModel, Model, check_model, predict
+from iba_jax.models.protocol import (
+    FunctionModel,
+    Model,
+    StandardLayers,
+    check_model,
+    predict,
+    standard_layers,
+)
 from iba_jax.models.resnet import (
     ResNet,
     ResNetConfig,
@@ -32,6 +39,7 @@ __all__ = [
     "Model",
     "ResNet",
     "ResNetConfig",
+    "StandardLayers",
     "check_model",
     "densenet121",
     "densenet161",
@@ -46,4 +54,5 @@ __all__ = [
     "resnet101",
     "resnet152",
     "resnet_tiny",
+    "standard_layers",
 ]

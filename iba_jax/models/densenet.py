@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from iba_jax import checks
+from iba_jax.models.protocol import StandardLayers
 from iba_jax.models.staged import (
     HEADS,
     Head,
@@ -288,6 +289,11 @@ class DenseNet(StagedNetwork):
     config: DenseNetConfig
     pool_before_conv: bool = True
     torch_init: ClassVar[TorchInit] = TorchInit(conv_fan="in", classifier_bias="zero")
+    standard_layers: ClassVar[StandardLayers] = StandardLayers(
+        bottleneck="denseblock3",  # the paper's
+        multilayer=("denseblock1", "denseblock2", "denseblock3"),
+        grad_cam="norm5",
+    )
 
     @property
     def module(self) -> _DenseNetModule:

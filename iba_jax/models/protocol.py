@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, overload, runtime_checkable
+from typing import Any, NamedTuple, Protocol, overload, runtime_checkable
 
 import jax
 
@@ -86,6 +86,30 @@ class AbstractModel(Model, Protocol):
     def abstract_variables(self) -> Variables: ...
 
 
+class StandardLayers(NamedTuple):
+    """A family's layers for the paper's methods, where a model declares them (an optional
+    ``standard_layers`` attribute): ``bottleneck``, single-layer IBA's (the paper: DenseNet's
+    denseblock3); ``multilayer``, Multi-layer IBA's, finest first (denseblock1-3); ``grad_cam``,
+    Grad-CAM's, the last feature map (norm5)."""
+
+    bottleneck: str
+    multilayer: tuple[str, ...]
+    grad_cam: str
+
+
+def standard_layers(model: object, argument: str) -> StandardLayers:
+    """The model's :class:`StandardLayers`; raises, naming ``argument`` (the caller's layer
+    argument, left out), when the model declares none."""
+    layers = getattr(model, "standard_layers", None)
+    if not isinstance(layers, StandardLayers):
+        names = getattr(model, "layer_names", ())
+        raise ValueError(
+            f"{argument}: {type(model).__name__} declares no standard layers (standard_layers); "
+            f"name the layer(s), among {tuple(names)}."
+        )
+    return layers
+
+
 def identity(logits: jax.Array) -> jax.Array:
     """The identity head: the logits as they are."""
     return logits
@@ -136,6 +160,8 @@ class FunctionModel:
       in_channels: the channels of the images it takes.
       min_image_size: the smallest image side it takes.
       link: the head on the logits (default identity); a module-level function.
+      standard_layers: the layers the methods take when none is named (optional; without
+        them every method needs its layer).
 
     ``apply`` is ``decode(encode(x, last), last)`` with the last of ``layer_names``. Pass
     module-level functions (or other objects equal across calls): the model is a static
@@ -159,6 +185,7 @@ class FunctionModel:
     in_channels: int
     min_image_size: int = 1
     link: Callable[[jax.Array], jax.Array] = identity
+    standard_layers: StandardLayers | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.layer_names, str) or not self.layer_names:
@@ -169,6 +196,16 @@ class FunctionModel:
         checks.check_positive_int("num_outputs", self.num_outputs)
         checks.check_positive_int("in_channels", self.in_channels)
         checks.check_positive_int("min_image_size", self.min_image_size)
+        if self.standard_layers is not None:
+            if not isinstance(self.standard_layers, StandardLayers):
+                raise ValueError(
+                    "standard_layers: expected a StandardLayers or None; got "
+                    f"{type(self.standard_layers).__name__}."
+                )
+            bottleneck, multilayer, grad_cam = self.standard_layers
+            checks.check_names(
+                "standard_layers", (bottleneck, *multilayer, grad_cam), self.layer_names
+            )
 
     @overload
     def encode(self, variables: Variables, x: jax.Array, layer: str) -> jax.Array: ...

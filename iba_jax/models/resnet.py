@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 
 from iba_jax import checks
+from iba_jax.models.protocol import StandardLayers
 from iba_jax.models.staged import (
     HEADS,
     Head,
@@ -254,6 +255,11 @@ class ResNet(StagedNetwork):
 
     config: ResNetConfig
     torch_init: ClassVar[TorchInit] = TorchInit(conv_fan="out", classifier_bias="uniform")
+    standard_layers: ClassVar[StandardLayers] = StandardLayers(
+        bottleneck="layer3",  # as DenseNet's denseblock3: the last block but one, 1/16 scale
+        multilayer=("layer1", "layer2", "layer3"),
+        grad_cam="layer4",
+    )
 
     @property
     def module(self) -> _ResNetModule:
