@@ -543,6 +543,7 @@ def multilayer_iba(
     rule: ThresholdRule = "l2",
     threshold: float | None = None,
     model_loss: ModelLoss = target_bce,
+    bottleneck: Bottleneck = iba_bottleneck,
     information: InformationTerm = mean_capacity,
     optimizer: optax.GradientTransformation | None = None,
     config: IBAConfig = IBAConfig(),
@@ -567,6 +568,9 @@ def multilayer_iba(
         is the reference's fixed threshold on L2-normalised maps, 0.9/√(H·W)).
       key: one PRNG key (split per layer and image).
       noise: instead of ``key``, ``{layer: (B, steps, samples, h, w, c)}`` standard normals.
+      model_loss, bottleneck, information, optimizer: as :func:`attribute`'s, at every layer
+        (``inverse_bottleneck`` with ``objectives.Negated(target_bce, bound)``: multi-layer
+        Inverse IBA).
       See :func:`iba` for the others.
 
     Example:
@@ -603,6 +607,7 @@ def multilayer_iba(
         model_loss=model_loss,
         keys=keys,
         noises=noises,
+        bottleneck=bottleneck,
         information=information,
         optimizer=optimizer,
         unroll=unroll,

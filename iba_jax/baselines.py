@@ -14,7 +14,7 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +42,9 @@ def summed_target_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames="model")
-def _input_gradients(model: Model, variables: Variables, x: jax.Array, targets: jax.Array):
+def _input_gradients(
+    model: Model, variables: Variables, x: jax.Array, targets: jax.Array
+) -> jax.Array:
     return jax.grad(lambda x: summed_target_logits(model.apply(variables, x), targets))(x)
 
 
@@ -77,7 +79,14 @@ def _blurred(images: jax.Array, sigma: float) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "steps"))
-def _integrated(model, variables, x, baseline, targets, steps):
+def _integrated(
+    model: Model,
+    variables: Variables,
+    x: jax.Array,
+    baseline: jax.Array,
+    targets: jax.Array,
+    steps: int,
+) -> jax.Array:
     alphas = jnp.linspace(0.0, 1.0, steps)
     # All steps of all images in one batch through the model: (steps * N, H, W, C).
     path = baseline[None] + alphas[:, None, None, None, None] * (x - baseline)[None]
@@ -94,7 +103,7 @@ def integrated_gradients(
     targets: ArrayLike,
     *,
     steps: int = 50,
-    baseline: Baseline | Any = "zero",
+    baseline: Baseline | ArrayLike = "zero",
     blur_sigma: float = 10.0,
 ) -> jax.Array:
     """Integrated Gradients (Sundararajan et al., 2017), ``(N, H, W, C)``.
@@ -134,7 +143,9 @@ def integrated_gradients(
 
 
 @functools.partial(jax.jit, static_argnames=("model", "layer"))
-def _grad_cam(model, variables, x, targets, layer):
+def _grad_cam(
+    model: Model, variables: Variables, x: jax.Array, targets: jax.Array, layer: str
+) -> jax.Array:
     h = model.encode(variables, x, layer)
     grads = jax.grad(lambda h: summed_target_logits(model.decode(variables, h, layer), targets))(h)
     weights = grads.mean(axis=(1, 2), keepdims=True)  # one weight per channel

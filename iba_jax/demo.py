@@ -150,7 +150,14 @@ def _table(results: dict[str, dict[str, Any]], count: int) -> list[dict[str, Any
     ]
 
 
-def _render(bundle, cases, probabilities, results, settings, seconds) -> str:
+def _render(
+    bundle: ModelBundle,
+    cases: Sequence[DemoCase],
+    probabilities: np.ndarray,
+    results: dict[str, dict[str, Any]],
+    settings: MethodSettings,
+    seconds: float,
+) -> str:
     names = bundle.label_names
     rendered_cases = []
     for i, case in enumerate(cases):

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
@@ -37,7 +36,7 @@ from iba_jax.data.preprocess import (
     to_uint8,
     unit_range,
 )
-from iba_jax.methods import METHODS, MethodSettings, target_key
+from iba_jax.methods import METHODS, MethodSettings
 from iba_jax.models import predict
 from iba_jax.records import read_rows, writable_folder, write_rows
 from iba_jax.runner import ResumableRows, check_determining, maps_per_call
@@ -306,7 +305,6 @@ def explain(
     identities: dict[int, str] = {}
     name_of = _names(inputs, identities, earlier)
     model, variables = bundle.model, bundle.variables
-    base_key = jax.random.key(seed)
     result = ExplainResult()
     versions = _versions()
     fields = dict.fromkeys(
@@ -349,9 +347,8 @@ def explain(
             stats,
             x[jnp.asarray([row for row, *_ in pairs])],
             [t for _, _, t, _ in pairs],
-            jnp.stack(
-                [target_key(base_key, identity_number(identities[i]), t) for _, i, t, _ in pairs]
-            ),
+            [identity_number(identities[i]) for _, i, _, _ in pairs],
+            seed=seed,
             per_call=batch_size,
             settings=settings,
             mesh=mesh,

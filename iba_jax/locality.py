@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from iba_jax import checks
 from iba_jax.bottleneck import noise_from_standard_normal, standard_normal
@@ -106,7 +107,7 @@ def _outputs_with_noised_cells(
     features = model.encode(variables, images, layer)
     std = jnp.maximum(stats.std, min_std)
 
-    def one(h, cells, target, key):
+    def one(h: jax.Array, cells: jax.Array, target: jax.Array, key: jax.Array) -> jax.Array:
         draws = standard_normal(key, (samples, *h.shape))
         eps = noise_from_standard_normal(draws, stats.mean[None], std[None])
         eps = jnp.where(stats.active[None], eps, h[None])  # never active: kept as they are
@@ -145,9 +146,9 @@ def layer_locality(
     model: Model,
     variables: Variables,
     stats: Mapping[str, FeatureStats],
-    images: Any,
-    masks: Any,
-    targets: Any = 0,
+    images: ArrayLike,
+    masks: ArrayLike,
+    targets: ArrayLike = 0,
     *,
     layers: Sequence[str] | None = None,
     key: jax.Array,

@@ -41,11 +41,13 @@ from __future__ import annotations
 import contextvars
 import functools
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.module import InterceptorContext
+from numpy.typing import ArrayLike
 
 from iba_jax import checks
 from iba_jax.baselines import class_targets, summed_target_logits
@@ -73,11 +75,13 @@ def relevance_backward(y: jax.Array, z: jax.Array, epsilon: float = 0.0) -> jax.
     return z * sg(ratio) + sg(y - z * ratio)
 
 
-def _call_plain(module: nn.Module, variables: dict[str, Any], x: jax.Array, **kwargs: Any):
+def _call_plain(
+    module: nn.Module, variables: dict[str, Any], x: jax.Array, **kwargs: Any
+) -> jax.Array:
     """``module`` applied to ``x`` with the given variables, outside interception."""
     token = _inside_rule.set(True)
     try:
-        return module.clone(parent=None).apply(variables, x, **kwargs)
+        return cast(jax.Array, module.clone(parent=None).apply(variables, x, **kwargs))
     finally:
         _inside_rule.reset(token)
 
@@ -96,7 +100,12 @@ def _positive_part(module: nn.Module, x: jax.Array, y: jax.Array, kwargs: dict) 
 
 
 def _interceptor(rule: str, epsilon: float) -> Callable:
-    def intercept(next_fun, args, kwargs, context):
+    def intercept(
+        next_fun: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        context: InterceptorContext,
+    ) -> Any:
         module = context.module
         y = next_fun(*args, **kwargs)
         if (
@@ -113,8 +122,15 @@ def _interceptor(rule: str, epsilon: float) -> Callable:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "rule", "epsilon"))
-def _relevance(model, variables, x, targets, rule, epsilon):
-    def target_logits(x):
+def _relevance(
+    model: DenseNet | ResNet,
+    variables: Variables,
+    x: jax.Array,
+    targets: jax.Array,
+    rule: Rule,
+    epsilon: float,
+) -> jax.Array:
+    def target_logits(x: jax.Array) -> jax.Array:
         with nn.intercept_methods(_interceptor(rule, epsilon)):
             return summed_target_logits(model.apply(variables, x), targets)
 
@@ -122,10 +138,10 @@ def _relevance(model, variables, x, targets, rule, epsilon):
 
 
 def lrp(
-    model: DenseNet,
+    model: DenseNet | ResNet,
     variables: Variables,
-    images: Any,
-    targets: Any,
+    images: ArrayLike,
+    targets: ArrayLike,
     *,
     rule: Rule = "alpha1beta0",
     epsilon: float = 1e-6,

@@ -55,7 +55,9 @@ def _image_shape(image_size: ImageSize) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _images(model: Model, count: int, image_size: ImageSize, **kw) -> jax.ShapeDtypeStruct:
+def _images(
+    model: Model, count: int, image_size: ImageSize, **kw: jax.sharding.Sharding
+) -> jax.ShapeDtypeStruct:
     shape = (count, *_image_shape(image_size), model.in_channels)
     return jax.ShapeDtypeStruct(shape, jnp.float32, **kw)
 
@@ -123,7 +125,15 @@ def _compiled_bytes(
 
 
 @functools.lru_cache(maxsize=64)
-def _estimate(model, layers, image_size, program, pieces, unroll, device) -> MemoryEstimate:
+def _estimate(
+    model: AbstractModel,
+    layers: tuple[str, ...],
+    image_size: tuple[int, int],
+    program: jax.tree_util.PyTreeDef,
+    pieces: LoopPieces,
+    unroll: bool,
+    device: jax.Device,
+) -> MemoryEstimate:
     config = jax.tree.unflatten(program, [0.0])  # the program depends on all but β
     one, two = (
         _compiled_bytes(model, layers, image_size, config, pieces, unroll, n, device)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,7 @@ from iba_jax.attribute import (
 from iba_jax.inputs import per_image_keys
 from iba_jax.models.densenet import DenseNet
 from iba_jax.models.protocol import Model, Variables, check_model, standard_layers
+from iba_jax.models.resnet import ResNet
 from iba_jax.sharding import IMAGE_AXIS, check_mesh, pad_images
 from iba_jax.stats import FeatureStats
 
@@ -159,7 +160,16 @@ def _run(settings: MethodSettings) -> dict:
     return {"unroll": settings.unroll, "images_per_call": settings.images_per_call}
 
 
-def _iba(model, variables, stats, x, targets, key, settings, labels):
+def _iba(
+    model: Model,
+    variables: Variables,
+    stats: Mapping[str, FeatureStats],
+    x: jax.Array,
+    targets: jax.Array,
+    key: jax.Array,
+    settings: MethodSettings,
+    labels: jax.Array | None,
+) -> jax.Array:
     layer, config = settings.iba_layer, settings.config_for("iba")
     return iba(
         model,
@@ -174,7 +184,16 @@ def _iba(model, variables, stats, x, targets, key, settings, labels):
     )[0]
 
 
-def _inverse(model, variables, stats, x, targets, key, settings, labels):
+def _inverse(
+    model: Model,
+    variables: Variables,
+    stats: Mapping[str, FeatureStats],
+    x: jax.Array,
+    targets: jax.Array,
+    key: jax.Array,
+    settings: MethodSettings,
+    labels: jax.Array | None,
+) -> jax.Array:
     layer, config = settings.iba_layer, settings.config_for("inverse_iba")
     return inverse_iba(
         model,
@@ -189,17 +208,49 @@ def _inverse(model, variables, stats, x, targets, key, settings, labels):
     )[0]
 
 
-def _multilayer(model, variables, stats, x, targets, key, settings, labels):
+def _multilayer(
+    model: Model,
+    variables: Variables,
+    stats: Mapping[str, FeatureStats],
+    x: jax.Array,
+    targets: jax.Array,
+    key: jax.Array,
+    settings: MethodSettings,
+    labels: jax.Array | None,
+) -> jax.Array:
     config, layers = settings.config_for("multilayer_iba"), settings.multilayer_layers
     return multilayer_iba(
         model, variables, stats, x, targets, layers=layers, config=config, key=key, **_run(settings)
     ).map
 
 
-def _regression(loss):
+def _regression(
+    loss: Literal["mse", "rm", "deviation"],
+) -> Callable[
+    [
+        Model,
+        Variables,
+        Mapping[str, FeatureStats],
+        jax.Array,
+        jax.Array,
+        jax.Array,
+        MethodSettings,
+        jax.Array | None,
+    ],
+    jax.Array,
+]:
     name = f"regression_iba_{loss}"
 
-    def method(model, variables, stats, x, targets, key, settings, labels):
+    def method(
+        model: Model,
+        variables: Variables,
+        stats: Mapping[str, FeatureStats],
+        x: jax.Array,
+        targets: jax.Array,
+        key: jax.Array,
+        settings: MethodSettings,
+        labels: jax.Array | None,
+    ) -> jax.Array:
         layer, config = settings.iba_layer, settings.config_for(name)
         wanted = labels if loss == "mse" else None
         return regression_iba(
@@ -218,27 +269,78 @@ def _regression(loss):
     return method
 
 
-def _gradients(model, variables, stats, x, targets, key, settings, labels):
+def _gradients(
+    model: Model,
+    variables: Variables,
+    stats: Mapping[str, FeatureStats],
+    x: jax.Array,
+    targets: jax.Array,
+    key: jax.Array,
+    settings: MethodSettings,
+    labels: jax.Array | None,
+) -> jax.Array:
     return baselines.pixel_map(baselines.gradients(model, variables, x, targets))
 
 
-def _integrated(model, variables, stats, x, targets, key, settings, labels):
+def _integrated(
+    model: Model,
+    variables: Variables,
+    stats: Mapping[str, FeatureStats],
+    x: jax.Array,
+    targets: jax.Array,
+    key: jax.Array,
+    settings: MethodSettings,
+    labels: jax.Array | None,
+) -> jax.Array:
     attribution = baselines.integrated_gradients(
         model, variables, x, targets, steps=settings.ig_steps, baseline="zero"
     )
     return baselines.pixel_map(attribution)
 
 
-def _grad_cam(model, variables, stats, x, targets, key, settings, labels):
+def _grad_cam(
+    model: Model,
+    variables: Variables,
+    stats: Mapping[str, FeatureStats],
+    x: jax.Array,
+    targets: jax.Array,
+    key: jax.Array,
+    settings: MethodSettings,
+    labels: jax.Array | None,
+) -> jax.Array:
     return baselines.grad_cam(model, variables, x, targets, layer=settings.grad_cam_layer)
 
 
-def _lrp(model, variables, stats, x, targets, key, settings, labels):
-    relevance = lrp.lrp(model, variables, x, targets, rule=settings.lrp_rule)
+def _lrp(
+    model: Model,
+    variables: Variables,
+    stats: Mapping[str, FeatureStats],
+    x: jax.Array,
+    targets: jax.Array,
+    key: jax.Array,
+    settings: MethodSettings,
+    labels: jax.Array | None,
+) -> jax.Array:
+    relevance = lrp.lrp(
+        cast(DenseNet | ResNet, model),
+        variables,
+        x,
+        targets,
+        rule=cast(lrp.Rule, settings.lrp_rule),
+    )
     return baselines.pixel_map(relevance, reduce="sum")
 
 
-def _random(model, variables, stats, x, targets, key, settings, labels):
+def _random(
+    model: Model,
+    variables: Variables,
+    stats: Mapping[str, FeatureStats],
+    x: jax.Array,
+    targets: jax.Array,
+    key: jax.Array,
+    settings: MethodSettings,
+    labels: jax.Array | None,
+) -> jax.Array:
     return jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:3]))(key)
 
 
@@ -360,17 +462,40 @@ def attribution_maps(
 
 
 @functools.partial(jax.jit, static_argnames=("name", "model", "settings", "mesh"))
-def _sharded_maps(variables, stats, images, targets, keys, labels, *, name, model, settings, mesh):
+def _sharded_maps(
+    variables: Variables,
+    stats: Mapping[str, FeatureStats],
+    images: jax.Array,
+    targets: jax.Array,
+    keys: jax.Array,
+    labels: jax.Array,
+    *,
+    name: str,
+    model: Model,
+    settings: MethodSettings,
+    mesh: Mesh,
+) -> jax.Array:
     """Method ``name`` on each device's slice of the images (everything else replicated)."""
 
-    def local(variables, stats, images, targets, keys, labels):
+    def local(
+        variables: Variables,
+        stats: Mapping[str, FeatureStats],
+        images: jax.Array,
+        targets: jax.Array,
+        keys: jax.Array,
+        labels: jax.Array,
+    ) -> jax.Array:
         fn = METHODS[name].fn
         return fn(model, variables, stats, images, targets, keys, settings, labels)
 
     mine = P(IMAGE_AXIS)
     # check_vma=False: no gradient is taken with respect to the replicated values, so none has
     # to be summed over the devices (with it, the transposes would all-reduce unused ones).
-    specs = {"in_specs": (P(), P(), mine, mine, mine, mine), "out_specs": mine}
-    return jax.shard_map(local, mesh=mesh, check_vma=False, **specs)(
-        variables, stats, images, targets, keys, labels
+    sharded = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(), P(), mine, mine, mine, mine),
+        out_specs=mine,
+        check_vma=False,
     )
+    return sharded(variables, stats, images, targets, keys, labels)

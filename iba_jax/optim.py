@@ -28,7 +28,11 @@ def scale_by_adam_accurate(
         zeros = optax.tree.zeros_like(params)
         return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates,
+        state: optax.ScaleByAdamState,
+        params: optax.Params | None = None,
+    ) -> tuple[optax.Updates, optax.ScaleByAdamState]:
         del params
         mu = optax.tree.update_moment(updates, state.mu, b1, 1)
         nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
@@ -43,7 +47,9 @@ def scale_by_adam_accurate(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+def adam(
+    learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> optax.GradientTransformationExtraArgs:
     """Adam (Kingma and Ba, 2015) as torch computes it, as an optax transformation.
 
     Example:

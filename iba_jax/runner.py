@@ -3,8 +3,8 @@ shape, and rows that a run appends one by one and resumes after a kill.
 
 ``maps_per_call``: each call takes ``per_call`` pairs; the last is padded with copies of its
 last pair, so that every call has the same shapes and the method compiles once. A pair's map
-depends only on its image, its target and its key (``methods.target_key``), never on the pairs
-around it.
+depends only on its image, its target and its noise key, which its image's number and its target
+determine under the run's seed (``methods.target_key``), never on the pairs around it.
 
 ``check_determining`` and ``ResumableRows``: a run first checks (or records) what determines its
 rows beside them, so that a resumed run never mixes rows of other weights or settings into a
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 from numpy.typing import ArrayLike
 
 from iba_jax import checks, distributed
-from iba_jax.methods import MethodSettings, attribution_maps
+from iba_jax.methods import MethodSettings, attribution_maps, target_key
 from iba_jax.models.protocol import Model, Variables
 from iba_jax.records import append_row
 from iba_jax.sharding import pad_images
@@ -50,46 +50,50 @@ def maps_per_call(
     variables: Variables,
     stats: Mapping[str, FeatureStats],
     images: jax.Array,
-    targets: ArrayLike,
-    keys: jax.Array,
+    targets: Sequence[int],
+    numbers: Sequence[int],
     *,
+    seed: int,
     per_call: int,
     settings: MethodSettings = MethodSettings(),
     labels: ArrayLike | None = None,
     mesh: Mesh | None = None,
 ) -> Iterator[Call]:
-    """Method ``method``'s maps of the pairs ``(images[i], targets[i], keys[i])``, ``per_call``
-    pairs per call (padded), call by call.
+    """Method ``method``'s maps of the pairs ``(images[i], targets[i])``, ``per_call`` pairs per
+    call (padded), call by call.
 
     Args:
       images: the pairs' model inputs ``(N, H, W, C)`` (an image explained for two targets
         appears twice).
-      targets, keys: one output index and one PRNG key per pair.
+      targets: one output index per pair.
+      numbers: one number per pair that names its image (its index in a data set split, or
+        ``explain.identity_number`` of a file): pair i's noise key is
+        ``methods.target_key(jax.random.key(seed), numbers[i], targets[i])``.
+      seed: the run's seed.
       labels: one regression label per pair, for the methods that need them.
       See ``methods.attribution_maps`` for the others.
     """
     checks.check_positive_int("per_call", per_call)
     count = len(images)
-    targets = jnp.asarray(targets)
+    if not len(targets) == len(numbers) == count:
+        raise ValueError(
+            f"targets, numbers: expected one of each per image ({count}); got {len(targets)} "
+            f"and {len(numbers)}."
+        )
+    base_key = jax.random.key(seed)
+    keys = jnp.stack([target_key(base_key, n, t) for n, t in zip(numbers, targets, strict=True)])
+    indices = jnp.asarray(targets)
+    values = None if labels is None else jnp.asarray(labels, jnp.float32)
     for start in range(0, count, per_call):
         positions = range(start, min(start + per_call, count))
         chunk = slice(positions.start, positions.stop)
-        per_pair = [images[chunk], targets[chunk], keys[chunk]]
-        if labels is not None:
-            per_pair.append(jnp.asarray(labels, jnp.float32)[chunk])
         began = time.perf_counter()
-        padded = pad_images(tuple(per_pair), per_call)
+        x, t, k, y = pad_images(
+            (images[chunk], indices[chunk], keys[chunk], None if values is None else values[chunk]),
+            per_call,
+        )
         padded_maps = attribution_maps(
-            method,
-            model,
-            variables,
-            stats,
-            padded[0],
-            padded[1],
-            key=padded[2],
-            settings=settings,
-            labels=padded[3] if labels is not None else None,
-            mesh=mesh,
+            method, model, variables, stats, x, t, key=k, settings=settings, labels=y, mesh=mesh
         )
         maps = np.asarray(padded_maps)[: len(positions)]  # waits for the device
         yield Call(positions, maps, time.perf_counter() - began)

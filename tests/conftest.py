@@ -169,13 +169,14 @@ def reference_stats(iba_reference):
 @contextlib.contextmanager
 def counted_traces():
     """Yields ``traces(name)``: how often JAX traced the jitted function ``name`` inside the
-    block, read from ``jax.log_compiles``' messages. For retrace checks of library functions
-    that take no user function to wrap with ``chex.assert_max_traces``; a check should also
-    see a trace it expects, so that a changed message cannot make it pass on nothing."""
+    block, read from the messages that ``jax.log_compiles`` logs under the ``jax`` logger. For
+    retrace checks of library functions that take no user function to wrap with
+    ``chex.assert_max_traces``; a check should also see a trace it expects, so that a changed
+    message cannot make it pass on nothing."""
     messages = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())
-    logger = logging.getLogger("jax._src.dispatch")
+    logger = logging.getLogger("jax")  # the messages propagate from JAX's own modules
     logger.addHandler(handler)
     try:
         with jax.log_compiles(True):

@@ -19,7 +19,8 @@ from iba_jax.attribute import (
     multilayer_iba,
     regression_iba,
 )
-from iba_jax.bottleneck import capacity, iba_bottleneck, mean_capacity
+from iba_jax.bottleneck import capacity, iba_bottleneck, inverse_bottleneck, mean_capacity
+from iba_jax.inputs import layer_keys
 from iba_jax.loop import compiled_attribution
 from iba_jax.maps import binarize
 from iba_jax.objectives import (
@@ -745,6 +746,24 @@ def test_multilayer_takes_the_information_term_and_optimizer(tiny_model, stats, 
     frozen = run(0.1, optimizer=optax.sgd(0.0))
     for aux in frozen.aux.values():
         np.testing.assert_array_equal(aux.alpha, 5.0)
+    # Multi-layer Inverse IBA: each layer's map is Inverse IBA's there, with that layer's key.
+    inverse = run(0.1, bottleneck=inverse_bottleneck, model_loss=Negated(target_bce, 4.0))
+    cfg = IBAConfig(steps=3, samples=2, beta=0.1)
+    for layer, layer_key in zip(inverse.layer_maps, layer_keys(key, 3), strict=True):
+        alone, _ = inverse_iba(
+            net,
+            variables,
+            stats[layer],
+            images,
+            0,
+            layer=layer,
+            bound=4.0,
+            config=cfg,
+            unroll=False,
+            key=layer_key,
+        )
+        np.testing.assert_allclose(inverse.layer_maps[layer], alone, rtol=1e-5, atol=1e-7)
+        assert np.all(inverse.aux[layer].model_loss < 0) and np.all(plain.aux[layer].model_loss > 0)
 
 
 def test_call_in_chunks_splits_by_any_integer_count():

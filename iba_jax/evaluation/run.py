@@ -180,7 +180,15 @@ def evaluate(
     return path
 
 
-def _evaluate_cases(bundle, stats, config, pending, model_name, rows, mesh) -> None:
+def _evaluate_cases(
+    bundle: ModelBundle,
+    stats: dict[str, FeatureStats],
+    config: EvaluationConfig,
+    pending: Sequence[_Pending],
+    model_name: str,
+    rows: ResumableRows,
+    mesh: Mesh | None,
+) -> None:
     """Maps for the ``pending`` cases, ``cases_per_call`` at a time per method
     (``runner.maps_per_call``), then one row per case in the given order."""
     base_key = jax.random.key(config.seed)
@@ -196,7 +204,8 @@ def _evaluate_cases(bundle, stats, config, pending, model_name, rows, mesh) -> N
             stats,
             jnp.concatenate([pending[i].x for i in mine]),
             [c.target for c in cases],
-            jnp.stack([target_key(base_key, c.index, c.target) for c in cases]),
+            [c.index for c in cases],
+            seed=config.seed,
             per_call=config.cases_per_call,
             settings=config.settings,
             labels=None if np.isnan(labels).any() else labels,

@@ -33,7 +33,9 @@ ScoreFn = Callable[[jax.Array, int], jax.Array]  # (copies of image i, i) -> sco
 
 
 @functools.partial(jax.jit, static_argnames="model")
-def _head_output_at(model: Model, variables: Variables, images: jax.Array, target: jax.Array):
+def _head_output_at(
+    model: Model, variables: Variables, images: jax.Array, target: jax.Array
+) -> jax.Array:
     outputs = predict(model, variables, images)
     return jnp.take_along_axis(outputs, target[:, None], axis=1)[:, 0]
 
@@ -96,7 +98,7 @@ def _check_maps(images: jax.Array, maps: jax.Array) -> None:
         raise ValueError("maps: expected finite values; got NaN or infinity.")
 
 
-def _scores_in_chunks(score_fn, batch: jax.Array, index: int, chunk: int) -> np.ndarray:
+def _scores_in_chunks(score_fn: ScoreFn, batch: jax.Array, index: int, chunk: int) -> np.ndarray:
     return np.concatenate(
         [np.asarray(score_fn(batch[s : s + chunk], index)) for s in range(0, len(batch), chunk)]
     )
@@ -200,7 +202,9 @@ def sensitivity_n(
 
 
 @functools.partial(jax.jit, static_argnames=("samples", "height", "width"))
-def _random_subsets(key: jax.Array, sizes: jax.Array, samples: int, height: int, width: int):
+def _random_subsets(
+    key: jax.Array, sizes: jax.Array, samples: int, height: int, width: int
+) -> jax.Array:
     """Masks ``(K, samples, H, W)``: for each ``sizes[j]``, ``samples`` subsets of exactly that
     many pixels, drawn under ``fold_in(key, j)``.
 
@@ -216,7 +220,7 @@ def _random_subsets(key: jax.Array, sizes: jax.Array, samples: int, height: int,
         raise ValueError(f"maps: expected at most 2**24 pixels; got {height}x{width}.")
     index = jnp.arange(pixels, dtype=jnp.uint32)
 
-    def subsets(j, size):
+    def subsets(j: jax.Array, size: jax.Array) -> jax.Array:
         bits = jax.random.bits(jax.random.fold_in(key, j), (samples, pixels), jnp.uint32)
         keys = ((bits >> index_bits) << index_bits) | index[None]
         threshold = jnp.sort(keys, axis=1)[:, pixels - size]

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.stats
+from numpy.typing import ArrayLike
 
 
 class MeanInterval(NamedTuple):
@@ -26,7 +27,7 @@ class MeanInterval(NamedTuple):
     n: int
 
 
-def mean_interval(values, confidence: float = 0.95) -> MeanInterval:
+def mean_interval(values: ArrayLike, confidence: float = 0.95) -> MeanInterval:
     """The mean of the finite ``values`` and its t interval at ``confidence``.
 
     Example:

@@ -13,6 +13,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from iba_jax import checks
 from iba_jax.maps import binarize
@@ -35,7 +36,9 @@ def box_mask(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     return mask
 
 
-def binarize_for(maps: jax.Array, truth: jax.Array, rule: Rule = "area", threshold=None):
+def binarize_for(
+    maps: jax.Array, truth: jax.Array, rule: Rule = "area", threshold: float | None = None
+) -> jax.Array:
     """Boolean masks of the maps ``(N, H, W)``; ``truth`` (the ground-truth masks) sets the
     pixel count of the ``"area"`` rule."""
     checks.check_choice("rule", rule, RULES)
@@ -65,7 +68,7 @@ def mass_inside(maps: jax.Array, truth: jax.Array) -> jax.Array:
     return jnp.where(total > 0, (maps * truth).sum(axis=(1, 2)) / total, jnp.nan)
 
 
-def instances_marked(predicted: np.ndarray, instances: np.ndarray, share: float = 0.5) -> float:
+def instances_marked(predicted: ArrayLike, instances: np.ndarray, share: float = 0.5) -> float:
     """Fraction of the ``instances`` ``(K, H, W)`` (bool, one mask each) of which a binarised
     map ``predicted`` ``(H, W)`` covers at least ``share`` of the pixels: whether a method marks
     every instance of a finding or only the most telling one."""
@@ -103,7 +106,7 @@ def zone_iou(
     zone_maps: np.ndarray,
     zone_scores: np.ndarray,
     rule: Rule = "area",
-    threshold=None,
+    threshold: float | None = None,
 ) -> jax.Array:
     """IoU of each binarised map with the union of its image's affected zones (score > 0).
 
