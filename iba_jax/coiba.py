@@ -64,6 +64,8 @@ from iba_jax.models.protocol import Model, SteppedModel, Variables, require
 from iba_jax.objectives import ModelLoss, objective, target_bce
 from iba_jax.stats import FeatureStats
 
+Draws = jax.Array | tuple[jax.Array, ...]  # per step: a PRNG key, or one noise array per layer
+
 
 def area_downsample(lam: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """Averages ``lam`` ``(h, w, c)`` over blocks to ``shape``; h, w must be multiples of it."""
@@ -82,7 +84,7 @@ def _coiba_one(
     variables: Variables,
     features: jax.Array,
     target: jax.Array,
-    keys: jax.Array,
+    draws: Draws,
     priors: tuple[Prior, ...],
     *,
     layers: tuple[str, ...],
@@ -97,17 +99,21 @@ def _coiba_one(
     first = priors[0]
     r = normalized_features(features, first.mean, first.std)
 
-    def loss_fn(alpha: jax.Array, key: jax.Array) -> tuple[jax.Array, tuple]:
+    def loss_fn(alpha: jax.Array, draw: Draws) -> tuple[jax.Array, tuple]:
         lam = damping(alpha, config.sigma)  # (h1, w1, 1): one value per location
         info, cap = information_of(information, r, lam, first)
+        if isinstance(draw, tuple):  # injected: (samples, h, w, c) per layer
+            normals = draw
+        else:
+            normals = tuple(
+                standard_normal(key_i, (config.samples, *shape))
+                for key_i, shape in zip(jax.random.split(draw, len(layers)), shapes, strict=True)
+            )
         h = features[None]
-        for i, (layer, prior, key_i) in enumerate(
-            zip(layers, priors, jax.random.split(key, len(layers)), strict=True)
-        ):
+        for i, (layer, prior, n) in enumerate(zip(layers, priors, normals, strict=True)):
             if i:
                 h = cast(SteppedModel, model).run_between(variables, h, layers[i - 1], layer)
             lam_i = area_downsample(lam, shapes[i][:2]) if i else lam
-            n = standard_normal(key_i, (config.samples, *shapes[i]))
             h = bottlenecked(bottleneck, h, lam_i, n, prior)
         logits = model.decode(variables, h, layers[-1])
         total, model_term = objective(model_loss, logits, target, info, config.beta)
@@ -117,7 +123,7 @@ def _coiba_one(
     trajectory = optimise_alpha(
         loss_fn,
         alpha0,
-        keys,
+        draws,
         optimizer=optimizer,
         unroll=unroll,
         capacity_shape=features.shape,  # λ is shared by the channels, the capacity is not
@@ -134,7 +140,7 @@ def _coiba_compiled(
     stats: tuple[FeatureStats, ...],
     images: jax.Array,
     targets: jax.Array,
-    keys: jax.Array,
+    draws: Draws,
     config: IBAConfig,
     *,
     model: Model,
@@ -153,6 +159,14 @@ def _coiba_compiled(
     shapes = tuple(shape[1:] for shape in shapes)
     for layer, layer_stats, shape in zip(layers, stats, shapes, strict=True):
         check_stats_shape(layer, layer_stats, shape)
+    if isinstance(draws, tuple):
+        for layer, layer_noise, shape in zip(layers, draws, shapes, strict=True):
+            expected = (images.shape[0], config.steps, config.samples, *shape)
+            if layer_noise.shape != expected:
+                raise ValueError(
+                    f"noise: expected standard normals of shape (images, steps, samples, h, w, "
+                    f"c) = {expected} at {layer!r}; got {layer_noise.shape}."
+                )
     priors = tuple(prior_of(s, config.min_std, features.dtype) for s in stats)
     one = functools.partial(
         _coiba_one,
@@ -167,7 +181,7 @@ def _coiba_compiled(
         optimizer=optimizer_of(config, optimizer),
         unroll=unroll,
     )
-    cap, aux = jax.vmap(one, in_axes=(0, 0, 0, None))(features, targets, keys, priors)
+    cap, aux = jax.vmap(one, in_axes=(0, 0, 0, None))(features, targets, draws, priors)
     return to_bits_map(cap, images.shape[1:3]), aux
 
 
@@ -187,6 +201,7 @@ def coiba(
     unroll: bool = True,
     images_per_call: int | None = None,
     key: jax.Array | None = None,
+    noise: Mapping[str, jax.Array] | None = None,
 ) -> tuple[jax.Array, AttributionAux]:
     """CoIBA-style maps: one λ shared by several layers, KL at the first (see the module doc).
 
@@ -196,6 +211,8 @@ def coiba(
         ones, ``models.standard_layers``); the map has the first one's resolution before
         resizing. Later layers' resolutions must divide the first one's.
       key: a PRNG key (split per image), or one key per image.
+      noise: instead of ``key``, ``{layer: (B, steps, samples, h, w, c)}`` standard normals
+        for every layer in ``layers`` (recorded noise, to replay a run).
       bottleneck, information, optimizer, unroll, images_per_call: as
         :func:`iba_jax.attribute.attribute`'s (a number of images or None: no ``"auto"``);
         the information term is of the first layer's capacity.
@@ -227,7 +244,16 @@ def coiba(
     check_images(model, images)
     check_optimizer(optimizer, config)
     targets = prepare_targets(model, images, targets, model_loss)
-    keys = layer_draws(key, None, np.shape(images)[0], config.steps)
+    batch = np.shape(images)[0]
+    if noise is None:
+        draws: Draws = layer_draws(key, None, batch, config.steps)
+    else:
+        missing = [layer for layer in layers if layer not in noise]
+        if missing:
+            raise ValueError(
+                f"noise: expected standard normals for every layer; missing {missing}."
+            )
+        draws = tuple(layer_draws(None, noise[layer], batch, config.steps) for layer in layers)
     compiled = functools.partial(
         _coiba_compiled,
         variables,
@@ -242,7 +268,7 @@ def coiba(
     )
     maps, aux = call_in_chunks(
         lambda *per_image: compiled(*per_image, config),
-        (jnp.asarray(images), targets, keys),
+        (jnp.asarray(images), targets, draws),
         images_per_call,
     )
     check_maps("+".join(layers), maps, aux, config.beta)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -178,7 +178,8 @@ class Trajectory(NamedTuple):
     information_loss: jax.Array
 
 
-LossFunction = Callable[[jax.Array, jax.Array], tuple[jax.Array, tuple[Any, Any, jax.Array]]]
+Draw = TypeVar("Draw")  # one step's randomness: a PRNG key, noise, or a tuple of them
+LossFunction = Callable[[jax.Array, Draw], tuple[jax.Array, tuple[Any, Any, jax.Array]]]
 """``(alpha, draw) -> (total, (model term, information term, capacity))`` of one step."""
 
 
@@ -191,9 +192,9 @@ def optimizer_of(
 
 
 def optimise_alpha(
-    loss_fn: LossFunction,
+    loss_fn: LossFunction[Draw],
     alpha0: jax.Array,
-    draws: jax.Array,
+    draws: Draw,
     *,
     optimizer: optax.GradientTransformation,
     unroll: bool = True,
@@ -205,7 +206,8 @@ def optimise_alpha(
     Args:
       loss_fn: the loss of one step, see :data:`LossFunction`; differentiated in α.
       alpha0: the initial α.
-      draws: one entry per step (a PRNG key or injected noise), passed to ``loss_fn``.
+      draws: one entry per step on axis 0 (PRNG keys, injected noise, or a tuple of them:
+        every leaf has the steps first), each step's passed to ``loss_fn``.
       optimizer: any optax transformation of α's gradient.
       unroll: unroll the scan over steps when compiling. XLA:CPU runs a rolled loop (a while
         loop) about 2x slower than the unrolled one (benchmarks/attribution.py); unrolling
@@ -217,7 +219,7 @@ def optimise_alpha(
       The :class:`Trajectory`; :func:`read_out` turns it into the map's capacity.
     """
 
-    def step(carry: tuple, draw: jax.Array) -> tuple[tuple, tuple]:
+    def step(carry: tuple, draw: Draw) -> tuple[tuple, tuple]:
         alpha, opt_state, _ = carry
         (total, (model_term, information, cap)), grad = jax.value_and_grad(loss_fn, has_aux=True)(
             alpha, draw

@@ -7,8 +7,9 @@ import optax
 import pytest
 
 from iba_jax.attribute import IBAConfig
-from iba_jax.bottleneck import inverse_bottleneck
+from iba_jax.bottleneck import inverse_bottleneck, standard_normal
 from iba_jax.coiba import area_downsample, coiba
+from iba_jax.inputs import layer_draws
 from iba_jax.stats import estimate_feature_stats
 
 LAYERS = ("denseblock1", "denseblock2", "denseblock3")
@@ -104,3 +105,44 @@ def test_coiba_runs_under_a_callers_jit_with_the_same_maps(setup):
         net, variables, stats, x, 0, config=cfg, unroll=False, key=jax.random.key(3)
     )[0]
     np.testing.assert_allclose(jax.jit(maps)(images), maps(images), rtol=1e-5, atol=1e-8)
+
+
+def test_recorded_noise_replays_the_keyed_run(setup):
+    net, variables, stats, images = setup
+    cfg, key = IBAConfig(steps=2, samples=3, beta=0.1), jax.random.key(4)
+    keyed, keyed_aux = coiba(net, variables, stats, images, 1, config=cfg, unroll=False, key=key)
+    # The normals the keys draw: per image and step, the key split into one per layer.
+    shapes = {layer: stats[layer].mean.shape for layer in LAYERS}
+    steps = layer_draws(key, None, len(images), cfg.steps)  # (images, steps) keys
+    noise = {
+        layer: jax.vmap(
+            jax.vmap(
+                lambda k, i=i, layer=layer: standard_normal(
+                    jax.random.split(k, len(LAYERS))[i], (cfg.samples, *shapes[layer])
+                )
+            )
+        )(steps)
+        for i, layer in enumerate(LAYERS)
+    }
+    run = lambda noise: coiba(
+        net, variables, stats, images, 1, config=cfg, unroll=False, noise=noise
+    )
+    replayed, aux = run(noise)
+    np.testing.assert_allclose(replayed, keyed, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(aux.model_loss, keyed_aux.model_loss, rtol=1e-5)
+    # Other noise, another model term from the first step (λ ≈ 0.993 lets little noise in).
+    _, other = run({layer: n[:, ::-1] for layer, n in noise.items()})
+    assert not np.allclose(other.model_loss, keyed_aux.model_loss, rtol=1e-5)  # ~1e-4 apart
+    with pytest.raises(ValueError, match=r"noise: expected standard normals .* at 'denseblock2'"):
+        short = {**noise, "denseblock2": noise["denseblock2"][:, :1]}
+        coiba(net, variables, stats, images, 1, config=cfg, unroll=False, noise=short)
+    with pytest.raises(ValueError, match=r"noise: expected standard normals for every layer"):
+        coiba(
+            net,
+            variables,
+            stats,
+            images,
+            1,
+            config=cfg,
+            noise={"denseblock1": noise["denseblock1"]},
+        )
