@@ -190,6 +190,35 @@ def _iba(**change: object) -> Callable[[Path], object]:
     return call
 
 
+def _attribute(**change: object) -> Callable[[Path], object]:
+    """ij.attribute on the shipped model, two blank images, targets [0, 1], with ``change``."""
+
+    def call(_: Path) -> object:
+        net, variables, stats, x = _shipped()
+        given = {"targets": [0, 1], "model_loss": ij.target_bce, "key": jax.random.key(0)}
+        given.update(change)
+        return ij.attribute(net, variables, stats, x, given.pop("targets"), **given)
+
+    return call
+
+
+def _one_channel_z(features: jax.Array, lam: jax.Array, eps: jax.Array) -> jax.Array:
+    return ij.iba_bottleneck(features, lam, eps)[..., :1]  # would broadcast over the channels
+
+
+def _per_channel_information(capacity: jax.Array) -> jax.Array:
+    return capacity.mean(axis=(0, 1))  # one value per channel, not one per image
+
+
+def _per_output_bce(logits: jax.Array, target: jax.Array) -> jax.Array:
+    del target
+    return jax.nn.softplus(-logits)  # one value per output, not one per sample
+
+
+def _fractional_class(clean: jax.Array) -> jax.Array:
+    return jnp.full(clean.shape[:1], 1.5)
+
+
 def _regression(*targets: object, **options: object) -> Callable[[Path], object]:
     def call(_: Path) -> object:
         net, variables, stats, x = _shipped()
@@ -339,6 +368,26 @@ def cases() -> list[Case]:
             "noise: expected standard-normal draws of shape",
         ),
         ("an unknown layer", _iba(layer="block3"), "layer: expected one of"),
+        (
+            "a bottleneck form whose Z has one channel of many",
+            _attribute(bottleneck=_one_channel_z),
+            "bottleneck: expected Z of the noise's shape",
+        ),
+        (
+            "an information term with one value per channel",
+            _iba(information=_per_channel_information),
+            "information: expected a scalar",
+        ),
+        (
+            "a model loss with one value per output, not per sample",
+            _iba(model_loss=_per_output_bce),
+            "model_loss: expected one loss per sample",
+        ),
+        (
+            "a target transform giving a fractional class index",
+            _attribute(targets=_fractional_class),
+            "target_transform: the model loss takes class indices",
+        ),
         (
             "three keys for two images",
             _iba(key=jax.random.split(jax.random.key(0), 3)),
