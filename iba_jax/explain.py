@@ -248,7 +248,7 @@ def explain(
     target: str,
     out: str | os.PathLike[str],
     *,
-    settings: MethodSettings = MethodSettings(),
+    settings: MethodSettings | None = None,
     seed: int = 0,
     batch_size: int = 8,
     model_dir: str | None = None,
@@ -262,15 +262,18 @@ def explain(
     ``.json`` (the predictions per class, the target and how it was chosen, the map's sum and
     unit, the total bits through the bottleneck for the IBA family, the method's settings, the
     seed and the versions). ``explanations.csv`` lists every map and every input that failed,
-    one row each, on disk as soon as it is done.
+    one row each, on disk as soon as it is done. ``settings``: the method's (default: the
+    paper's at the model's standard layers, ``MethodSettings.for_model``); ``stats`` must hold
+    the feature statistics of the layers the method needs.
 
     Resuming is keyed on what determines a map: the input's identity (a file's path and
     content hash, a data set example's name), the target, and the folder's record
     (``explain.settings.json``: the model's and the statistics' checksums, the method, its
-    settings and the seed; a run with others is refused). Run again after a kill, or with
-    more inputs, and finished maps are skipped; inputs that failed are tried again (their old
-    failure is dropped from the list once they have a row again); a changed file is a new
-    input. The noise of an input's target t is drawn under ``methods.target_key(key(seed),
+    settings and the seed; a run with others is refused once the folder holds a map; a record
+    without maps, of a run that failed before its first, is replaced). Run again after a
+    kill, or with more inputs, and finished maps are skipped; inputs that failed are tried again
+    (their old failure is dropped from the list once they have a row again); a changed file is
+    a new input. The noise of an input's target t is drawn under ``methods.target_key(key(seed),
     identity_number(identity), t)``, whatever the batching, the order and the devices (``mesh``:
     split each batch across them).
 
@@ -279,10 +282,19 @@ def explain(
     into ``explanations.csv``, checking that every input is there.
     """
     method = method_name(method)
+    settings = MethodSettings.for_model(bundle.model) if settings is None else settings
     check_target(bundle, target)
     out = writable_folder(out)
     index = out / INDEX
     spec = METHODS[method]
+    missing = [layer for layer in spec.layers(settings) if layer not in stats]
+    if missing:
+        raise ValueError(
+            f"stats: {method} needs the feature statistics of {missing}; got "
+            f"{sorted(stats) or 'none'}."
+        )
+    rows = ResumableRows(index)
+    earlier = rows.earlier
     check_determining(
         settings_path(out),
         {
@@ -297,9 +309,8 @@ def explain(
         argument="out",
         subject=f"the maps in {out}",
         advice="explain into a new folder, or with the same model and settings.",
+        rows_exist=any(row["record"] for row in earlier),
     )
-    rows = ResumableRows(index)
-    earlier = rows.earlier
     done = {_index_key(row) for row in earlier if not row["error"]}
     mine = list(distributed.process_share(len(inputs)))
     identities: dict[int, str] = {}

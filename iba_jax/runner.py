@@ -107,9 +107,10 @@ def check_determining(
     subject: str,
     advice: str,
     entry: str | None = None,
+    rows_exist: bool = True,
 ) -> None:
     """Records what determines a run's rows in the JSON file ``record`` (process 0), or, when an
-    earlier run recorded other values, refuses to resume.
+    earlier run recorded other values and wrote rows, refuses to resume.
 
     Args:
       record: the JSON file (one record, or one per ``entry``).
@@ -120,10 +121,14 @@ def check_determining(
       argument, subject, advice: the error's words: ``"{argument}: {subject} were computed
         with other NAMES (NAME=earlier value; ...); {advice}"``.
       entry: the record's key in a file of several (e.g. a model's name in a results file).
+      rows_exist: whether the record's rows (of ``entry``) exist. A record without rows (a
+        run that failed before its first row) binds nothing: it is replaced.
     """
     mine = json.loads(json.dumps(mine))  # as it reads back (tuples as lists)
     recorded = json.loads(record.read_text()) if record.exists() else {}
     before = recorded.get(entry, {}) if entry is not None else recorded
+    if not rows_exist:
+        before = {}
     compared = {
         k
         for k in (set(before) | set(mine) if before else ())

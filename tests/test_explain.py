@@ -205,6 +205,23 @@ def test_resuming_is_keyed_on_what_determines_the_map(files, tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1
 
 
+def test_a_folder_whose_run_made_no_map_takes_other_settings(files, tmp_path, capsys):
+    folder, _ = files
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    out = tmp_path / "out"
+    explaining = lambda path, method: main(
+        ["explain", str(path), "--model", str(MODEL), "--method", method, "--out", str(out)]
+    )
+    assert explaining(broken, "gradients") == 1  # a record, a failure, no map
+    assert json.loads(explain.settings_path(out).read_text())["method"] == "gradients"
+    capsys.readouterr()
+    assert explaining(folder / "scan.png", "gradcam") == 0  # nothing bound: record replaced
+    assert json.loads(explain.settings_path(out).read_text())["method"] == "grad_cam"
+    assert explaining(folder / "scan.png", "gradients") == 2  # now a map binds the folder
+    assert "were computed with other method (method='grad_cam')" in capsys.readouterr().err
+
+
 def test_maps_do_not_depend_on_the_order_of_the_inputs(files, tmp_path):
     folder, _ = files
     bundle = load_pretrained("phantoms_cls")

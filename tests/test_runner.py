@@ -73,6 +73,17 @@ def test_what_determines_the_rows_is_recorded_and_a_resumed_run_must_match_it(tm
     assert json.loads(record.read_text())["seed"] == 0  # a refused run records nothing
 
 
+def test_a_record_without_rows_binds_nothing(tmp_path):
+    record = tmp_path / "run.settings.json"
+    _determining(record, {"seed": 0, "stats_sha256/a": "x"}, entry="m")
+    check_determining(
+        record, {"seed": 1}, argument="a", subject="s", advice="b", entry="m", rows_exist=False
+    )
+    assert json.loads(record.read_text()) == {"m": {"seed": 1}}  # replaced, not merged
+    with pytest.raises(ValueError, match=r"other seed \(seed=1\)"):
+        _determining(record, {"seed": 0}, entry="m")
+
+
 def test_records_of_several_entries_are_checked_apart(tmp_path):
     record = tmp_path / "run.settings.json"
     _determining(record, {"seed": 0}, entry="a")

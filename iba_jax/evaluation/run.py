@@ -71,6 +71,8 @@ def _check_settings(
     bundle: ModelBundle,
     config: EvaluationConfig,
     stats: dict[str, FeatureStats],
+    *,
+    rows_exist: bool,
 ) -> None:
     """Records the checksums of the model and its statistics and the settings its rows are
     computed with, or, resuming, refuses to mix rows of other weights, statistics or settings
@@ -92,6 +94,7 @@ def _check_settings(
         subject=f"the rows of model {model_name!r} in {path}",
         advice="evaluate into a new file, or with the same model and settings.",
         entry=model_name,
+        rows_exist=rows_exist,
     )
 
 
@@ -132,8 +135,8 @@ def evaluate(
         BrixIA's ``zone_map``, ``zone_scores`` (and ``global_score``, ``severity_map``).
       results: the CSV file; rows already in it or in its part files (same model name) are
         skipped. The model's checksum and the settings are recorded beside it
-        (``settings_path``): resuming with other weights or settings under the same model name
-        is refused. In several processes, a folder that all of them see.
+        (``settings_path``): once the model has rows, resuming with other weights or settings
+        under the same model name is refused. In several processes, a folder that all of them see.
       stats: feature statistics per layer (``load_stats``).
       model_name: the ``model`` column, to compare several models in one file.
       progress: wraps the loop over this process's images (a progress bar in the CLI).
@@ -145,9 +148,9 @@ def evaluate(
     path = Path(results)
     path.parent.mkdir(parents=True, exist_ok=True)
     check_columns(path)
-    _check_settings(path, model_name, bundle, config, stats)
     rows = ResumableRows(path)
-    done = {_row_key(row) for row in rows.earlier}
+    done = {_row_key(row) for row in rows.earlier if row["model"] == model_name}
+    _check_settings(path, model_name, bundle, config, stats, rows_exist=bool(done))
     count = len(source) if config.limit is None else min(config.limit, len(source))
     pending: list[_Pending] = []
     for index in progress(iter(distributed.process_share(count))):
