@@ -133,15 +133,32 @@ class MethodSettings:
         return self.iba if beta is None else dataclasses.replace(self.iba, beta=beta)
 
 
-class Method(NamedTuple):
-    """An attribution method: ``fn(model, variables, stats, images, targets, key, settings,
-    labels)`` -> ``(N, H, W)``; ``layers(settings)``, the layers whose feature statistics it
-    needs; the unit of its values; whether it needs each image's regression label."""
+class MethodCall(NamedTuple):
+    """What a method computes maps of: the model, its variables, the feature statistics of the
+    method's layers, the images ``(N, H, W, C)``, one output index and one PRNG key per image,
+    the settings, and each image's regression label (only the methods that need them)."""
 
-    fn: Callable[..., jax.Array]
+    model: Model
+    variables: Variables
+    stats: Mapping[str, FeatureStats]
+    images: jax.Array
+    targets: jax.Array
+    keys: jax.Array
+    settings: MethodSettings
+    labels: jax.Array | None
+
+
+class Method(NamedTuple):
+    """An attribution method: ``fn(MethodCall)`` -> maps ``(N, H, W)``; ``layers(settings)``,
+    the layers whose feature statistics it needs; the unit of its values; whether it needs
+    each image's regression label; ``cut_at(settings)``, the layers beyond ``layers`` where it
+    cuts the model (Grad-CAM's)."""
+
+    fn: Callable[[MethodCall], jax.Array]
     layers: Callable[[MethodSettings], tuple[str, ...]]
     unit: str
     needs_labels: bool = False
+    cut_at: Callable[[MethodSettings], tuple[str, ...]] | None = None
 
 
 def _bottleneck_layer(settings: MethodSettings) -> tuple[str, ...]:
@@ -156,192 +173,110 @@ def _no_layer(settings: MethodSettings) -> tuple[str, ...]:
     return ()
 
 
-def _run(settings: MethodSettings) -> dict:
+def _grad_cam_layer(settings: MethodSettings) -> tuple[str, ...]:
+    return (settings.grad_cam_layer,)
+
+
+def _run(settings: MethodSettings) -> dict[str, Any]:
+    """How the IBA family's loop runs (not what it computes)."""
     return {"unroll": settings.unroll, "images_per_call": settings.images_per_call}
 
 
-def _iba(
-    model: Model,
-    variables: Variables,
-    stats: Mapping[str, FeatureStats],
-    x: jax.Array,
-    targets: jax.Array,
-    key: jax.Array,
-    settings: MethodSettings,
-    labels: jax.Array | None,
-) -> jax.Array:
-    layer, config = settings.iba_layer, settings.config_for("iba")
+def _iba(c: MethodCall) -> jax.Array:
+    layer = c.settings.iba_layer
     return iba(
-        model,
-        variables,
-        stats[layer],
-        x,
-        targets,
+        c.model,
+        c.variables,
+        c.stats[layer],
+        c.images,
+        c.targets,
         layer=layer,
-        config=config,
-        key=key,
-        **_run(settings),
+        config=c.settings.config_for("iba"),
+        key=c.keys,
+        **_run(c.settings),
     )[0]
 
 
-def _inverse(
-    model: Model,
-    variables: Variables,
-    stats: Mapping[str, FeatureStats],
-    x: jax.Array,
-    targets: jax.Array,
-    key: jax.Array,
-    settings: MethodSettings,
-    labels: jax.Array | None,
-) -> jax.Array:
-    layer, config = settings.iba_layer, settings.config_for("inverse_iba")
+def _inverse(c: MethodCall) -> jax.Array:
+    layer = c.settings.iba_layer
     return inverse_iba(
-        model,
-        variables,
-        stats[layer],
-        x,
-        targets,
+        c.model,
+        c.variables,
+        c.stats[layer],
+        c.images,
+        c.targets,
         layer=layer,
-        config=config,
-        key=key,
-        **_run(settings),
+        config=c.settings.config_for("inverse_iba"),
+        key=c.keys,
+        **_run(c.settings),
     )[0]
 
 
-def _multilayer(
-    model: Model,
-    variables: Variables,
-    stats: Mapping[str, FeatureStats],
-    x: jax.Array,
-    targets: jax.Array,
-    key: jax.Array,
-    settings: MethodSettings,
-    labels: jax.Array | None,
-) -> jax.Array:
-    config, layers = settings.config_for("multilayer_iba"), settings.multilayer_layers
+def _multilayer(c: MethodCall) -> jax.Array:
     return multilayer_iba(
-        model, variables, stats, x, targets, layers=layers, config=config, key=key, **_run(settings)
+        c.model,
+        c.variables,
+        c.stats,
+        c.images,
+        c.targets,
+        layers=c.settings.multilayer_layers,
+        config=c.settings.config_for("multilayer_iba"),
+        key=c.keys,
+        **_run(c.settings),
     ).map
 
 
-def _regression(
-    loss: Literal["mse", "rm", "deviation"],
-) -> Callable[
-    [
-        Model,
-        Variables,
-        Mapping[str, FeatureStats],
-        jax.Array,
-        jax.Array,
-        jax.Array,
-        MethodSettings,
-        jax.Array | None,
-    ],
-    jax.Array,
-]:
+def _regression(loss: Literal["mse", "rm", "deviation"]) -> Callable[[MethodCall], jax.Array]:
     name = f"regression_iba_{loss}"
 
-    def method(
-        model: Model,
-        variables: Variables,
-        stats: Mapping[str, FeatureStats],
-        x: jax.Array,
-        targets: jax.Array,
-        key: jax.Array,
-        settings: MethodSettings,
-        labels: jax.Array | None,
-    ) -> jax.Array:
-        layer, config = settings.iba_layer, settings.config_for(name)
-        wanted = labels if loss == "mse" else None
+    def method(c: MethodCall) -> jax.Array:
+        layer = c.settings.iba_layer
         return regression_iba(
-            model,
-            variables,
-            stats[layer],
-            x,
-            wanted,
+            c.model,
+            c.variables,
+            c.stats[layer],
+            c.images,
+            c.labels if loss == "mse" else None,
             loss=loss,
             layer=layer,
-            config=config,
-            key=key,
-            **_run(settings),
+            config=c.settings.config_for(name),
+            key=c.keys,
+            **_run(c.settings),
         )[0]
 
     return method
 
 
-def _gradients(
-    model: Model,
-    variables: Variables,
-    stats: Mapping[str, FeatureStats],
-    x: jax.Array,
-    targets: jax.Array,
-    key: jax.Array,
-    settings: MethodSettings,
-    labels: jax.Array | None,
-) -> jax.Array:
-    return baselines.pixel_map(baselines.gradients(model, variables, x, targets))
+def _gradients(c: MethodCall) -> jax.Array:
+    return baselines.pixel_map(baselines.gradients(c.model, c.variables, c.images, c.targets))
 
 
-def _integrated(
-    model: Model,
-    variables: Variables,
-    stats: Mapping[str, FeatureStats],
-    x: jax.Array,
-    targets: jax.Array,
-    key: jax.Array,
-    settings: MethodSettings,
-    labels: jax.Array | None,
-) -> jax.Array:
+def _integrated(c: MethodCall) -> jax.Array:
     attribution = baselines.integrated_gradients(
-        model, variables, x, targets, steps=settings.ig_steps, baseline="zero"
+        c.model, c.variables, c.images, c.targets, steps=c.settings.ig_steps, baseline="zero"
     )
     return baselines.pixel_map(attribution)
 
 
-def _grad_cam(
-    model: Model,
-    variables: Variables,
-    stats: Mapping[str, FeatureStats],
-    x: jax.Array,
-    targets: jax.Array,
-    key: jax.Array,
-    settings: MethodSettings,
-    labels: jax.Array | None,
-) -> jax.Array:
-    return baselines.grad_cam(model, variables, x, targets, layer=settings.grad_cam_layer)
+def _grad_cam(c: MethodCall) -> jax.Array:
+    return baselines.grad_cam(
+        c.model, c.variables, c.images, c.targets, layer=c.settings.grad_cam_layer
+    )
 
 
-def _lrp(
-    model: Model,
-    variables: Variables,
-    stats: Mapping[str, FeatureStats],
-    x: jax.Array,
-    targets: jax.Array,
-    key: jax.Array,
-    settings: MethodSettings,
-    labels: jax.Array | None,
-) -> jax.Array:
+def _lrp(c: MethodCall) -> jax.Array:
     relevance = lrp.lrp(
-        cast(DenseNet | ResNet, model),
-        variables,
-        x,
-        targets,
-        rule=cast(lrp.Rule, settings.lrp_rule),
+        cast(DenseNet | ResNet, c.model),  # lrp refuses other models by name
+        c.variables,
+        c.images,
+        c.targets,
+        rule=cast(lrp.Rule, c.settings.lrp_rule),  # checked by MethodSettings
     )
     return baselines.pixel_map(relevance, reduce="sum")
 
 
-def _random(
-    model: Model,
-    variables: Variables,
-    stats: Mapping[str, FeatureStats],
-    x: jax.Array,
-    targets: jax.Array,
-    key: jax.Array,
-    settings: MethodSettings,
-    labels: jax.Array | None,
-) -> jax.Array:
-    return jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:3]))(key)
+def _random(c: MethodCall) -> jax.Array:
+    return jax.vmap(lambda k: jax.random.uniform(k, c.images.shape[1:3]))(c.keys)
 
 
 METHODS: dict[str, Method] = {
@@ -353,7 +288,7 @@ METHODS: dict[str, Method] = {
     "regression_iba_deviation": Method(_regression("deviation"), _bottleneck_layer, "bits"),
     "gradients": Method(_gradients, _no_layer, "|gradient|"),
     "integrated_gradients": Method(_integrated, _no_layer, "|attribution|"),
-    "grad_cam": Method(_grad_cam, _no_layer, "Grad-CAM"),
+    "grad_cam": Method(_grad_cam, _no_layer, "Grad-CAM", cut_at=_grad_cam_layer),
     "lrp": Method(_lrp, _no_layer, "relevance"),
     "random": Method(_random, _no_layer, "uniform noise"),
 }
@@ -417,7 +352,7 @@ def attribution_maps(
     check_model(model)
     method = METHODS[name]
     layers = method.layers(settings)
-    cut_at = (*layers, settings.grad_cam_layer) if name == "grad_cam" else layers
+    cut_at = (*layers, *(method.cut_at(settings) if method.cut_at else ()))
     absent = [layer for layer in cut_at if layer not in model.layer_names]
     if absent:
         raise ValueError(
@@ -443,7 +378,8 @@ def attribution_maps(
     keys = per_image_keys(key, count)
     chosen = {layer: stats[layer] for layer in layers}
     if mesh is None:
-        maps = method.fn(model, variables, chosen, images, targets, keys, settings, labels)
+        call = MethodCall(model, variables, chosen, images, targets, keys, settings, labels)
+        maps = method.fn(call)
     else:
         check_mesh(mesh)
         if labels is None:
@@ -485,8 +421,8 @@ def _sharded_maps(
         keys: jax.Array,
         labels: jax.Array,
     ) -> jax.Array:
-        fn = METHODS[name].fn
-        return fn(model, variables, stats, images, targets, keys, settings, labels)
+        call = MethodCall(model, variables, stats, images, targets, keys, settings, labels)
+        return METHODS[name].fn(call)
 
     mine = P(IMAGE_AXIS)
     # check_vma=False: no gradient is taken with respect to the replicated values, so none has
