@@ -150,7 +150,7 @@ def _bundle_and_split(args: argparse.Namespace) -> tuple[ModelBundle, building.D
 
 def _estimate(args: argparse.Namespace) -> None:
     bundle, source = _bundle_and_split(args)
-    layers = _layers_of(args, bundle)
+    layers = _layers_of(args, bundle.model)
     count = min(args.images, len(source))
     batches = (
         _model_inputs_of(bundle, batch["image"])
@@ -206,10 +206,9 @@ def _ground_truth_of(
 
 def _beta_sweep(args: argparse.Namespace) -> None:
     folder, bundle, source = _model_and_split(args)
-    layer = args.layer or standard_layers(bundle.model, "--layer").bottleneck
-    stats = evaluation.load_stats(folder, (layer,), allow_other_model=args.allow_other_model_stats)[
-        layer
-    ]
+    layer = _layer_of(args, bundle.model)
+    allow_other = args.allow_other_model_stats
+    stats = evaluation.load_stats(folder, (layer,), allow_other_model=allow_other)[layer]
     found = _ground_truth_of(bundle, source, args.limit)
     targets = np.array([case.target for case in found.cases])
     key = jax.random.key(args.seed)
@@ -279,7 +278,7 @@ def _sweep_score(args: argparse.Namespace, found: _GroundTruth) -> Callable[[jax
 
 def _layer_locality(args: argparse.Namespace) -> None:
     folder, bundle, source = _model_and_split(args)
-    layers = _layers_of(args, bundle)
+    layers = _layers_of(args, bundle.model)
     stats = evaluation.load_stats(folder, layers, allow_other_model=args.allow_other_model_stats)
     found = _ground_truth_of(bundle, source, args.limit)
     _compiling("the model from each layer")
@@ -620,21 +619,25 @@ def _add_bottleneck_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _method_settings(args: argparse.Namespace, model: Model) -> MethodSettings:
     """The methods' settings from the bottleneck arguments, at the model's standard layers."""
-    chosen = {} if args.layer is None else {"iba_layer": args.layer}
     return MethodSettings.for_model(
         model,
+        iba_layer=_layer_of(args, model),
         iba=dataclasses.replace(IBAConfig(), beta=args.beta),
         betas=tuple(args.method_beta),
-        **chosen,
     )
 
 
-def _layers_of(args: argparse.Namespace, bundle: ModelBundle) -> tuple[str, ...]:
+def _layer_of(args: argparse.Namespace, model: Model) -> str:
+    """The layer of ``--layer`` (default: the model's standard bottleneck layer)."""
+    return standard_layers(model, "--layer").bottleneck if args.layer is None else args.layer
+
+
+def _layers_of(args: argparse.Namespace, model: Model) -> tuple[str, ...]:
     """The layers of ``--layers`` (default: the model's standard multi-layer ones)."""
     if args.layers is None:
-        return standard_layers(bundle.model, "--layers").multilayer
+        return standard_layers(model, "--layers").multilayer
     layers = tuple(name.strip() for name in args.layers.split(","))
-    checks.check_names("--layers", layers, bundle.model.layer_names)
+    checks.check_names("--layers", layers, model.layer_names)
     return layers
 
 

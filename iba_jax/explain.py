@@ -36,7 +36,7 @@ from iba_jax.data.preprocess import (
     to_uint8,
     unit_range,
 )
-from iba_jax.methods import METHODS, MethodSettings
+from iba_jax.methods import METHODS, MethodSettings, method_stats
 from iba_jax.models import predict
 from iba_jax.records import read_rows, writable_folder, write_rows
 from iba_jax.runner import ResumableRows, check_determining, maps_per_call
@@ -287,21 +287,14 @@ def explain(
     out = writable_folder(out)
     index = out / INDEX
     spec = METHODS[method]
-    missing = [layer for layer in spec.layers(settings) if layer not in stats]
-    if missing:
-        raise ValueError(
-            f"stats: {method} needs the feature statistics of {missing}; got "
-            f"{sorted(stats) or 'none'}."
-        )
+    needed = method_stats(method, stats, settings)  # checked before any work
     rows = ResumableRows(index)
     earlier = rows.earlier
     check_determining(
         settings_path(out),
         {
             "model_sha256": bundle_checksum(bundle),
-            "stats_sha256": stats_checksum(
-                {layer: stats[layer] for layer in spec.layers(settings)}
-            ),
+            "stats_sha256": stats_checksum(needed),
             "method": method,
             "settings": settings.determining(),
             "seed": seed,

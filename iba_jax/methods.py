@@ -307,6 +307,21 @@ def needed_layers(
     return tuple(sorted({layer for m in methods for layer in METHODS[m].layers(settings)}))
 
 
+def method_stats(
+    name: str, stats: Mapping[str, FeatureStats], settings: MethodSettings
+) -> dict[str, FeatureStats]:
+    """The feature statistics of the layers method ``name`` needs under ``settings``, out of
+    ``stats``; raises, naming the missing ones, unless ``stats`` has them all."""
+    layers = METHODS[name].layers(settings)
+    missing = [layer for layer in layers if layer not in stats]
+    if missing:
+        raise ValueError(
+            f"stats: {name} needs the feature statistics of {missing}; got "
+            f"{sorted(stats) or 'none'}."
+        )
+    return {layer: stats[layer] for layer in layers}
+
+
 def attribution_maps(
     name: str,
     model: Model,
@@ -360,9 +375,7 @@ def attribution_maps(
             f"{', '.join(model.layer_names)}); MethodSettings.for_model(model) takes its "
             "standard layers."
         )
-    missing = [layer for layer in layers if layer not in stats]
-    if missing:
-        raise ValueError(f"stats: {name} needs the feature statistics of {missing}; got none.")
+    chosen = method_stats(name, stats, settings)
     if method.needs_labels and labels is None:
         raise ValueError(f"labels: {name} needs each image's regression target; got None.")
     images = jnp.asarray(images)
@@ -376,7 +389,6 @@ def attribution_maps(
                 f"{np.asarray(labels).tolist()}."
             )
     keys = per_image_keys(key, count)
-    chosen = {layer: stats[layer] for layer in layers}
     if mesh is None:
         call = MethodCall(model, variables, chosen, images, targets, keys, settings, labels)
         maps = method.fn(call)
