@@ -53,6 +53,7 @@ from iba_jax.loop import (
     InformationTerm,
     Prior,
     bottlenecked,
+    check_draws,
     information_of,
     optimise_alpha,
     optimizer_of,
@@ -161,12 +162,7 @@ def _coiba_compiled(
         check_stats_shape(layer, layer_stats, shape)
     if isinstance(draws, tuple):
         for layer, layer_noise, shape in zip(layers, draws, shapes, strict=True):
-            expected = (images.shape[0], config.steps, config.samples, *shape)
-            if layer_noise.shape != expected:
-                raise ValueError(
-                    f"noise: expected standard normals of shape (images, steps, samples, h, w, "
-                    f"c) = {expected} at {layer!r}; got {layer_noise.shape}."
-                )
+            check_draws(layer, layer_noise, images.shape[0], shape, config)
     priors = tuple(prior_of(s, config.min_std, features.dtype) for s in stats)
     one = functools.partial(
         _coiba_one,

@@ -265,6 +265,21 @@ def is_injected(draws: jax.Array) -> bool:
     return not jnp.issubdtype(draws.dtype, jax.dtypes.prng_key)
 
 
+def check_draws(
+    layer: str, draws: jax.Array, batch: int, feature_shape: tuple[int, ...], config: IBAConfig
+) -> None:
+    """``draws`` at ``layer`` must be, per image, ``config.steps`` PRNG keys or injected
+    standard normals ``(steps, samples, *feature_shape)``."""
+    per_image = (
+        (config.steps, config.samples, *feature_shape) if is_injected(draws) else (config.steps,)
+    )
+    if tuple(draws.shape) != (batch, *per_image):
+        raise ValueError(
+            f"noise: expected standard-normal draws of shape (images, steps, samples, h, w, c) "
+            f"= {(batch, *per_image)} at {layer!r}; got {tuple(draws.shape)}."
+        )
+
+
 def information_of(
     information: InformationTerm, r: jax.Array, lam: jax.Array, prior: Prior
 ) -> tuple[jax.Array, jax.Array]:
@@ -357,13 +372,7 @@ def _optimise_layer(
     """Maps ``(B, H, W)`` and aux for a batch of features of ``layer``."""
     feature_shape = tuple(features.shape[1:])
     check_stats_shape(layer, stats, feature_shape)
-    injected = is_injected(draws)
-    expected_draws = (config.steps, config.samples, *feature_shape) if injected else (config.steps,)
-    if tuple(draws.shape[1:]) != expected_draws:
-        raise ValueError(
-            f"noise: expected standard-normal draws of shape (images, steps, samples, h, w, c) "
-            f"= {(features.shape[0], *expected_draws)}; got {tuple(draws.shape)}."
-        )
+    check_draws(layer, draws, features.shape[0], feature_shape, config)
     tail = functools.partial(model.decode, variables, layer=layer)
     if target_transform is not None:  # e.g. the Deviation loss's Φ(X), computed once
         targets = target_transform(jax.lax.stop_gradient(tail(features)))

@@ -133,7 +133,9 @@ def test_recorded_noise_replays_the_keyed_run(setup):
     # Other noise, another model term from the first step (λ ≈ 0.993 lets little noise in).
     _, other = run({layer: n[:, ::-1] for layer, n in noise.items()})
     assert not np.allclose(other.model_loss, keyed_aux.model_loss, rtol=1e-5)  # ~1e-4 apart
-    with pytest.raises(ValueError, match=r"noise: expected standard normals .* at 'denseblock2'"):
+    with pytest.raises(
+        ValueError, match=r"noise: expected standard-normal draws .* at 'denseblock2'"
+    ):
         short = {**noise, "denseblock2": noise["denseblock2"][:, :1]}
         coiba(net, variables, stats, images, 1, config=cfg, unroll=False, noise=short)
     with pytest.raises(ValueError, match=r"noise: expected standard normals for every layer"):
